@@ -1,0 +1,44 @@
+"""The ``codex-exec`` command: one entry point for the server, the kernel and sessions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = """\
+codex-exec: a real shell wherever your Jupyter kernel runs.
+
+  serve     run the process-table server over stdio (JSON-RPC, one message a line;
+            see docs/protocol.md). Every process it starts ends when it ends.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codex-exec",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "serve",
+        help="serve the codex-exec protocol on stdin/stdout",
+        description="Serve the codex-exec protocol (JSON-RPC 2.0, one message per line) on "
+        "stdin/stdout. Bytes fields are base64. EOF on stdin ends every process it started.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .transports.stdio import main as serve_main
+
+        return serve_main()
+    parser.print_help()
+    return 0 if args.command is None else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The environment rules of ``process/start`` and ``session/create``.
+
+Kept apart from spawning because the rules are pure data transformations that the
+process table, the session supervisor and the tests all share.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+
+from .protocol import EnvPolicy
+
+CORE_VARS = (
+    "PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME",
+    "LANG", "LC_ALL", "LC_CTYPE", "LOGNAME", "USER",
+)  # fmt: skip
+DEFAULT_EXCLUDES = ("*KEY*", "*SECRET*", "*TOKEN*")
+
+
+def _matches(name: str, globs: Iterable[str]) -> bool:
+    """Case-insensitive ``*``/``?`` glob match (``[`` is literal, as in the reference)."""
+    upper = name.upper()
+    for glob in globs:
+        pattern = glob.upper().replace("[", "[[]")
+        if fnmatch.fnmatchcase(upper, pattern):
+            return True
+    return False
+
+
+def apply_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, str]:
+    """Build an environment from ``base`` by the policy's steps, in the protocol's order."""
+    if policy.inherit == "all":
+        env = dict(base)
+    elif policy.inherit == "core":
+        env = {k: v for k, v in base.items() if k in CORE_VARS}
+    else:
+        env = {}
+    if not policy.ignore_default_excludes:
+        env = {k: v for k, v in env.items() if not _matches(k, DEFAULT_EXCLUDES)}
+    if policy.exclude:
+        env = {k: v for k, v in env.items() if not _matches(k, policy.exclude)}
+    env.update(policy.set)
+    if policy.include_only:
+        env = {k: v for k, v in env.items() if _matches(k, policy.include_only)}
+    return env
+
+
+def child_environment(
+    base: Mapping[str, str],
+    env: Mapping[str, str] | None,
+    policy: EnvPolicy | None,
+    tty: bool,
+) -> dict[str, str]:
+    """The exact environment a child gets.
+
+    ``env`` alone is the whole environment; with a policy it is laid over the policy's
+    result; with neither the child inherits ``base``. A tty child gets
+    ``TERM=xterm-256color`` unless ``env`` names ``TERM``, since every client of ours
+    renders with xterm.js or a real terminal.
+    """
+    if policy is not None:
+        result = apply_policy(policy, base)
+        result.update(env or {})
+    elif env is not None:
+        result = dict(env)
+    else:
+        result = dict(base)
+    if tty and not (env and "TERM" in env):
+        result["TERM"] = "xterm-256color"
+    return result

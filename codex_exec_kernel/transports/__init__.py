@@ -1,0 +1,1 @@
+"""Transports: thin adapters that move protocol messages between a peer and the dispatcher."""

@@ -1,0 +1,184 @@
+"""``codex-exec serve``: the protocol over stdin/stdout, one JSON message per line.
+
+The server owns its children: when stdin closes, on SIGTERM/SIGINT/SIGHUP, it ends
+every process group it started (grace, then SIGKILL) and exits; if it is SIGKILLed
+the watchdog does the same. Output backpressure: when the peer stops reading stdout
+and our buffer passes a high-water mark, the connection is marked congested and the
+processes it follows stop being read, so memory stays bounded and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from traitlets import Int
+from traitlets.config import Configurable
+
+from ..dispatcher import ConnectionState, Dispatcher
+from ..protocol import PARSE_ERROR, ProtocolError, error_response
+from ..table import ProcessTable
+from ..watchdog import Watchdog
+
+log = logging.getLogger("codex_exec_kernel")
+
+MiB = 1024 * 1024
+
+
+class StdioServer(Configurable):
+    """Serves one connection on a pair of pipes."""
+
+    max_message_bytes = Int(
+        64 * MiB, config=True, help="Longest input line accepted; longer ones are refused."
+    )
+    write_high_water = Int(
+        4 * MiB, config=True, help="Output buffered for a slow peer before processes pause."
+    )
+
+    def __init__(self, table: ProcessTable, dispatcher: Dispatcher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.dispatcher = dispatcher
+        self.loop = table.loop
+        self.done = asyncio.Event()
+        self.state: ConnectionState | None = None
+        self._writer: asyncio.WriteTransport | None = None
+
+    # Connection protocol ---------------------------------------------------
+    binary = False
+
+    def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    # ------------------------------------------------------------------------
+    async def serve(self, in_fd: int, out_fd: int) -> None:
+        server = self
+
+        class _Out(asyncio.Protocol):
+            def pause_writing(self) -> None:
+                if server.state:
+                    server.state.set_congested(True)
+
+            def resume_writing(self) -> None:
+                if server.state:
+                    server.state.set_congested(False)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                server.done.set()
+
+        class _In(asyncio.Protocol):
+            def __init__(self) -> None:
+                self.buf = bytearray()
+                self.discarding = False
+
+            def data_received(self, data: bytes) -> None:
+                server._on_data(self, data)
+
+            def eof_received(self) -> bool:
+                server.done.set()
+                return False
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                server.done.set()
+
+        out_pipe = os.fdopen(out_fd, "wb", buffering=0)
+        in_pipe = os.fdopen(in_fd, "rb", buffering=0)
+        try:
+            self._writer, _ = await self.loop.connect_write_pipe(_Out, out_pipe)
+            self._writer.set_write_buffer_limits(high=self.write_high_water)
+        except ValueError:  # a regular file: plain blocking writes are fine there
+            self._writer = _FileWriter(out_pipe)  # type: ignore[assignment]
+        self.state = self.dispatcher.connect(self)
+        try:
+            await self.loop.connect_read_pipe(_In, in_pipe)
+        except ValueError:  # a regular file: read it in a thread
+            reader = _In()
+            self.loop.run_in_executor(None, self._read_file, in_pipe, reader)
+        await self.done.wait()
+
+    def _read_file(self, pipe: Any, reader: Any) -> None:
+        while chunk := pipe.read(1 << 20):
+            self.loop.call_soon_threadsafe(self._on_data, reader, chunk)
+        self.loop.call_soon_threadsafe(self.done.set)
+
+    def _on_data(self, reader: Any, data: bytes) -> None:
+        assert self.state is not None
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                if not reader.discarding:
+                    reader.buf += data[start:]
+                    if len(reader.buf) > self.max_message_bytes:
+                        reader.buf.clear()
+                        reader.discarding = True
+                        self._too_long()
+                return
+            piece = data[start:nl]
+            start = nl + 1
+            if reader.discarding:
+                reader.discarding = False
+                continue
+            if reader.buf:
+                reader.buf += piece
+                line = bytes(reader.buf)
+                reader.buf.clear()
+            else:
+                line = piece
+            if len(line) > self.max_message_bytes:
+                self._too_long()
+            elif line.strip():
+                self.dispatcher.handle_text(self.state, line)
+
+    def _too_long(self) -> None:
+        assert self.state is not None
+        err = ProtocolError(PARSE_ERROR, f"message longer than {self.max_message_bytes} bytes")
+        self.state.send(error_response(None, err))
+
+
+class _FileWriter:
+    """The write side when stdout is a regular file (no backpressure needed)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def write(self, data: bytes) -> None:
+        self.pipe.write(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def _serve_stdio() -> int:
+    loop = asyncio.get_running_loop()
+    # Keep the protocol's stdout to ourselves: anything else printing goes to stderr.
+    proto_out = os.dup(1)
+    os.dup2(2, 1)
+    table = ProcessTable(loop=loop)
+    watchdog = Watchdog(grace=1.0)
+    table.on_group_started.append(watchdog.register)
+    table.on_group_gone.append(watchdog.unregister)
+    dispatcher = Dispatcher(table, server_name="codex-exec serve")
+    server = StdioServer(table, dispatcher)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, server.done.set)
+    try:
+        await server.serve(os.dup(0), proto_out)
+    finally:
+        if server.state is not None:
+            dispatcher.disconnect(server.state)
+        await table.shutdown()
+        watchdog.close()
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return asyncio.run(_serve_stdio())
