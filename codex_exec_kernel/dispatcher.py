@@ -128,7 +128,9 @@ class ConnectionState:
             }
             self.send(notification("process/exited", params), [])
         else:
-            self.send(notification("process/closed", {"processId": process_id, "seq": event.seq}), [])
+            self.send(
+                notification("process/closed", {"processId": process_id, "seq": event.seq}), []
+            )
 
     def send(self, message: dict[str, Any], buffers: list[bytes] | None = None) -> None:
         if self.closed:
@@ -374,7 +376,9 @@ class Dispatcher:
         proc = self.table.require(parsed.process_id)
         # Reply first, then replay: a client learns nextSeq before the replayed events,
         # and nothing can slip in between since both happen in this one loop callback.
-        return Reply({"nextSeq": proc.next_seq}, after=lambda: proc.subscribe(state, parsed.after_seq))
+        return Reply(
+            {"nextSeq": proc.next_seq}, after=lambda: proc.subscribe(state, parsed.after_seq)
+        )
 
     def _unsubscribe(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
         parsed = ProcessRef.parse(params)

@@ -339,4 +339,3 @@ class ManagedProcess:
         if self._removal is not None:
             self._removal.cancel()
             self._removal = None
-

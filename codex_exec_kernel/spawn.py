@@ -138,7 +138,13 @@ class _Libc:
             ctypes.POINTER(ctypes.c_int), cp, vp, vp,
             ctypes.POINTER(cp), ctypes.POINTER(cp),
         ]  # fmt: skip
-        libc.posix_spawn_file_actions_addopen.argtypes = [vp, ctypes.c_int, cp, ctypes.c_int, ctypes.c_uint]
+        libc.posix_spawn_file_actions_addopen.argtypes = [
+            vp,
+            ctypes.c_int,
+            cp,
+            ctypes.c_int,
+            ctypes.c_uint,
+        ]
         libc.posix_spawn_file_actions_adddup2.argtypes = [vp, ctypes.c_int, ctypes.c_int]
         libc.posix_spawn_file_actions_addchdir_np.argtypes = [vp, cp]
         libc.posix_spawnattr_setflags.argtypes = [vp, ctypes.c_short]
@@ -181,7 +187,9 @@ class _Libc:
             env_items = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
             c_env = (ctypes.c_char_p * (len(env_items) + 1))(*env_items, None)
             pid = ctypes.c_int(0)
-            rc = libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), actions, self.attr, c_argv, c_env)
+            rc = libc.posix_spawn(
+                ctypes.byref(pid), os.fsencode(path), actions, self.attr, c_argv, c_env
+            )
         finally:
             libc.posix_spawn_file_actions_destroy(actions)
         if rc != 0:
