@@ -24,18 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the codex-exec protocol on stdin/stdout",
         description="Serve the codex-exec protocol (JSON-RPC 2.0, one message per line) on "
-        "stdin/stdout. Bytes fields are base64. EOF on stdin ends every process it started.",
+        "stdin/stdout. Bytes fields are base64. EOF on stdin ends every process it started. "
+        "Settings: --ProcessTable.<trait>=VALUE (see --help-all of the server).",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Unknown options of `serve` are traitlets settings (--ProcessTable.retained_bytes=...).
+    args, rest = parser.parse_known_args(argv)
     if args.command == "serve":
         from .transports.stdio import main as serve_main
 
-        return serve_main()
+        return serve_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     parser.print_help()
     return 0 if args.command is None else 2
 

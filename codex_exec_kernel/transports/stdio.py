@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from traitlets import Int
-from traitlets.config import Configurable
+from traitlets.config import Application, Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
 from ..protocol import PARSE_ERROR, ProtocolError, error_response
@@ -156,17 +156,17 @@ class _FileWriter:
         return False
 
 
-async def _serve_stdio() -> int:
+async def _serve_stdio(config: Any = None) -> int:
     loop = asyncio.get_running_loop()
     # Keep the protocol's stdout to ourselves: anything else printing goes to stderr.
     proto_out = os.dup(1)
     os.dup2(2, 1)
-    table = ProcessTable(loop=loop)
+    table = ProcessTable(loop=loop, config=config)
     watchdog = Watchdog(grace=1.0)
     table.on_group_started.append(watchdog.register)
     table.on_group_gone.append(watchdog.unregister)
     dispatcher = Dispatcher(table, server_name="codex-exec serve")
-    server = StdioServer(table, dispatcher)
+    server = StdioServer(table, dispatcher, config=config)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, server.done.set)
     try:
@@ -179,6 +179,21 @@ async def _serve_stdio() -> int:
     return 0
 
 
-def main() -> int:
+class ServeApp(Application):
+    """``codex-exec serve``: every trait of the table and server is settable, e.g.
+    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file."""
+
+    name = "codex-exec-serve"
+    description = "Serve the codex-exec protocol on stdin/stdout."
+    classes = [ProcessTable, StdioServer]
+    aliases = {"log-level": "Application.log_level"}
+
+    def start(self) -> int:
+        return asyncio.run(_serve_stdio(self.config))
+
+
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    return asyncio.run(_serve_stdio())
+    app = ServeApp()
+    app.initialize(argv)
+    return app.start()
