@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .install import add_install_arguments, run_install
+
 DESCRIPTION = """\
 codex-exec: a real shell wherever your Jupyter kernel runs.
 
   serve     run the process-table server over stdio (JSON-RPC, one message a line;
             see docs/protocol.md). Every process it starts ends when it ends.
+  install   install the Jupyter kernel "codex-exec" (an IPython kernel with a
+            process table, %exec magics and the Kernel Terminal's comm).
 """
 
 
@@ -27,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stdin/stdout. Bytes fields are base64. EOF on stdin ends every process it started. "
         "Settings: --ProcessTable.<trait>=VALUE (see --help-all of the server).",
     )
+    install = sub.add_parser(
+        "install",
+        help="install the codex-exec kernelspec",
+        description="Install the codex-exec Jupyter kernelspec (like `python -m ipykernel "
+        "install`).",
+    )
+    add_install_arguments(install)
     return parser
 
 
@@ -38,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from .transports.stdio import main as serve_main
 
         return serve_main(rest)
+    if args.command == "install":
+        return run_install(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     parser.print_help()

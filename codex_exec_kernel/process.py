@@ -102,6 +102,7 @@ class ManagedProcess:
         self._pending_len = 0
         self._pending_stream: str | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
         # flow control
         self._emitted_bytes = 0
         self._marks: deque[_Mark] = deque()
@@ -124,7 +125,15 @@ class ManagedProcess:
                 self._flush()
                 self._pending_stream = stream
         if self._pending and self._flush_handle is None:
-            self._flush_handle = self.loop.call_later(self.table.coalesce_window, self._flush)
+            # Idle output (an echoed keystroke) goes out at once; while output keeps
+            # coming, chunks leave at most once per window (or when full), so a flood
+            # makes few large messages and typing never waits for the window.
+            due = self._last_flush + self.table.coalesce_window
+            now = self.loop.time()
+            if now >= due:
+                self._flush()
+            else:
+                self._flush_handle = self.loop.call_at(due, self._flush)
 
     def on_stream_eof(self, stream: str) -> None:
         self._flush()
@@ -150,6 +159,7 @@ class ManagedProcess:
         self._pending = []
         self._pending_len = 0
         self._pending_stream = None
+        self._last_flush = self.loop.time()
         seq = self._take_seq()
         self._emitted_bytes += len(data)
         if self._flow_subscribers():

@@ -1,0 +1,36 @@
+"""The kernel application: ipykernel's, with an IOPub socket that never drops messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+from ipykernel.kernelapp import IPKernelApp
+from traitlets import Type
+
+from .kernel import CodexExecKernel, install_sigterm_handler
+
+
+class CodexExecKernelApp(IPKernelApp):
+    """``python -m codex_exec_kernel.launcher -f CONNECTION_FILE``."""
+
+    name = "codex-exec-kernel"
+    kernel_class = Type(CodexExecKernel, klass="ipykernel.kernelbase.Kernel", config=True)
+
+    def _bind_socket(self, s: Any, port: Any) -> Any:
+        # IOPub is an XPUB with libzmq's default high-water mark of 1000 messages: a
+        # client that falls behind silently loses everything past it (our output, its
+        # exit event, even `status: idle`). No limit and NODROP keep every message; the
+        # protocol's flow control is what bounds the memory this may take.
+        if s.socket_type == zmq.XPUB:
+            s.sndhwm = 0
+            s.setsockopt(zmq.XPUB_NODROP, 1)
+        return super()._bind_socket(s, port)
+
+    def init_kernel(self) -> None:
+        super().init_kernel()
+        install_sigterm_handler(self.kernel)
+
+
+def main() -> None:
+    CodexExecKernelApp.launch_instance()

@@ -1,0 +1,66 @@
+"""The Jupyter comm transport: target ``codex.exec``, one comm = one connection.
+
+Incoming comm messages arrive on whichever thread the kernel serves them on (the
+main shell, a subshell, or the control channel) and are handed to the I/O thread.
+Outgoing messages are sent from the I/O thread straight onto IOPub with the kernel's
+session, never through ``Comm.send``: that method records the sending thread's
+subshell and would pull the client's later messages back onto the (maybe busy)
+main shell. Bytes travel as binary buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..dispatcher import ConnectionState
+from ..iothread import IOThread
+
+log = logging.getLogger("codex_exec_kernel")
+
+TARGET = "codex.exec"
+
+
+class CommConnection:
+    """One comm as a protocol connection."""
+
+    binary = True
+
+    def __init__(
+        self,
+        comm: Any,
+        io: IOThread,
+        publish: Callable[[Any, dict[str, Any], list[bytes], dict[str, Any]], None],
+        parent: dict[str, Any],
+    ) -> None:
+        self.comm = comm
+        self.io = io
+        self._publish = publish
+        #: The latest message from the client: replies and notifications name it as parent.
+        self.parent = parent
+        self.state: ConnectionState | None = None
+        io.run(self._connect)
+        comm.on_msg(self._on_msg)
+        comm.on_close(self._on_close)
+
+    def _connect(self) -> None:
+        self.state = self.io.dispatcher.connect(self)
+
+    def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
+        """Called on the I/O thread by the dispatcher."""
+        self._publish(self.comm, message, buffers, self.parent)
+
+    def _on_msg(self, msg: dict[str, Any]) -> None:
+        """Called on the thread that served the comm message: hand it to the I/O loop."""
+        self.parent = msg
+        data = msg.get("content", {}).get("data")
+        buffers = [bytes(b) for b in msg.get("buffers") or []]
+        state = self.state
+        assert state is not None
+        self.io.call(self.io.dispatcher.handle, state, data, buffers)
+
+    def _on_close(self, msg: dict[str, Any]) -> None:
+        state = self.state
+        if state is not None:
+            self.io.call(self.io.dispatcher.disconnect, state)
