@@ -248,7 +248,6 @@ class AsyncExecClient:
 
     async def open(self) -> None:
         self.kc.start_channels()
-        await self.kc.wait_for_ready(timeout=self.timeout)
         features = await self._kernel_features()
         if self.channel in ("auto", "subshell") and "kernel subshells" in features:
             self.subshell_id = await self._create_subshell()
@@ -265,11 +264,24 @@ class AsyncExecClient:
         self.notify("initialized", {})
 
     async def _kernel_features(self) -> list[str]:
-        msg_id = self.kc.kernel_info()
+        """Ask on the control channel: the shell may be busy with a cell for a long time.
+
+        Also serves as ``wait_for_ready``: a kernel still starting gets asked again.
+        """
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            reply = await self.kc.get_shell_msg(timeout=self.timeout)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return list(reply["content"].get("supported_features", []))
+            msg = self.kc.session.msg("kernel_info_request", {})
+            self.kc.control_channel.send(msg)
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise TimeoutError("the kernel did not answer kernel_info on control")
+                try:
+                    reply = await self.kc.get_control_msg(timeout=min(1.0, left))
+                except Exception:  # queue.Empty: ask again
+                    break
+                if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                    return list(reply["content"].get("supported_features", []))
 
     async def _create_subshell(self) -> str:
         msg = self.kc.session.msg("create_subshell_request", {})
