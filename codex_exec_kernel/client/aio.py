@@ -281,7 +281,25 @@ class AsyncExecClient:
                 except Exception:  # queue.Empty: ask again
                     break
                 if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                    return list(reply["content"].get("supported_features", []))
+                    if await self._iopub_is_live(min(1.0, left)):
+                        return list(reply["content"].get("supported_features", []))
+                    break  # IOPub not subscribed yet (slow joiner): ask again
+
+    async def _iopub_is_live(self, timeout: float) -> bool:
+        """True once IOPub delivers: the kernel publishes busy/idle for every control request.
+
+        A message published before our subscription reaches the kernel is lost for us,
+        so nothing may be sent that expects an IOPub answer until this is true.
+        """
+        try:
+            await self.kc.get_iopub_msg(timeout=timeout)
+        except Exception:
+            return False
+        while True:  # drain the rest of the startup chatter
+            try:
+                await self.kc.get_iopub_msg(timeout=0.05)
+            except Exception:
+                return True
 
     async def _create_subshell(self) -> str:
         msg = self.kc.session.msg("create_subshell_request", {})
