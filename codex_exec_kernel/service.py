@@ -1,0 +1,135 @@
+"""``ExecService``: what makes any ipykernel kernel a codex-exec server.
+
+It owns the I/O thread (process table + dispatcher), the orphan watchdog, the comm
+target ``codex.exec`` and the control-channel routing of its comm messages. The
+``codex-exec`` kernel creates one at start; ``%load_ext codex_exec_kernel`` creates
+one inside a stock ``python3`` kernel, so magics, the Kernel Terminal and the client
+work there too. One service per kernel, kept on the kernel object (no globals).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from traitlets import Float, Int
+from traitlets.config import Config, Configurable
+
+from .iothread import IOThread
+from .transports.comm import TARGET, CommConnection
+from .watchdog import Watchdog
+
+log = logging.getLogger("codex_exec_kernel")
+
+MiB = 1024 * 1024
+_ATTR = "_codex_exec_service"
+
+
+class ExecService(Configurable):
+    """The process table of one kernel and the plumbing that exposes it."""
+
+    watchdog_grace = Float(
+        1.0, config=True, help="Seconds the orphan watchdog waits between SIGTERM and SIGKILL."
+    )
+    # Kernel-side defaults of the table: browser clients go through jupyter_server,
+    # which drops IOPub traffic past ~1000 messages/s, so a flood must make few large
+    # messages (≤ ~50/s) while an idle keystroke echo still goes out at once.
+    coalesce_window = Float(0.02, config=True, help="ProcessTable.coalesce_window in kernels.")
+    coalesce_max_bytes = Int(
+        2 * MiB, config=True, help="ProcessTable.coalesce_max_bytes in kernels."
+    )
+    retained_bytes = Int(4 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+
+    def __init__(self, kernel: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = kernel
+        self.io = IOThread(config=self._table_config(), server_name="codex-exec kernel")
+        import os
+
+        self.io.table.default_cwd = os.getcwd()
+        self.watchdog = Watchdog(grace=self.watchdog_grace)
+        self.io.table.on_group_started.append(self.watchdog.register)
+        self.io.table.on_group_gone.append(self.watchdog.unregister)
+        self.io.start()
+        self._session = kernel.session.clone() if kernel.session is not None else None
+        if self._session is not None:
+            # Own counter for the I/O thread's messages; ids stay distinct from the kernel's.
+            self._session.message_count = 1 << 40
+        kernel.comm_manager.register_target(TARGET, self._open_comm)
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            kernel.control_handlers[msg_type] = self._control_comm_handler(msg_type)
+        self._stopped = False
+
+    @classmethod
+    def of(cls, kernel: Any) -> ExecService | None:
+        return getattr(kernel, _ATTR, None)
+
+    @classmethod
+    def attach(cls, kernel: Any, **kwargs: Any) -> ExecService:
+        """The kernel's service, created on first use."""
+        service = cls.of(kernel)
+        if service is None:
+            service = cls(kernel, parent=kernel, **kwargs)
+            setattr(kernel, _ATTR, service)
+        return service
+
+    def _table_config(self) -> Config:
+        config = Config()
+        config.ProcessTable.coalesce_window = self.coalesce_window
+        config.ProcessTable.coalesce_max_bytes = self.coalesce_max_bytes
+        config.ProcessTable.retained_bytes = self.retained_bytes
+        # Explicit user config of ProcessTable wins over these kernel defaults.
+        if self.config:
+            config.merge(self.config)
+        return config
+
+    @property
+    def table(self) -> Any:
+        return self.io.table
+
+    # ------------------------------------------------------------------ comms
+    def _open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
+        CommConnection(comm, self.io, self._publish, msg)
+
+    def _publish(
+        self, comm: Any, data: dict[str, Any], buffers: list[bytes], parent: dict[str, Any]
+    ) -> None:
+        """Send a comm message on IOPub from the I/O thread (see transports.comm)."""
+        session, iopub = self._session, self.kernel.iopub_socket
+        if session is None or iopub is None:
+            return
+        content = {"comm_id": comm.comm_id, "data": data}
+        session.send(iopub, "comm_msg", content, parent=parent, ident=comm.topic,
+                     buffers=buffers or None)  # fmt: skip
+
+    def _control_comm_handler(self, msg_type: str) -> Any:
+        """Serve ``codex.exec`` comm traffic on the control channel too.
+
+        Control is served while a cell runs, so a client without subshells still
+        gets a terminal that a busy cell cannot freeze. Other comms stay on shell.
+        """
+        manager = self.kernel.comm_manager
+        manager_handler = getattr(manager, msg_type)
+
+        def handler(stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+            content = msg.get("content", {})
+            if msg_type == "comm_open":
+                ours = content.get("target_name") == TARGET
+            else:
+                comm = manager.get_comm(content.get("comm_id"))
+                ours = comm is not None and getattr(comm, "target_name", None) == TARGET
+            if ours:
+                manager_handler(stream, ident, msg)
+            else:
+                log.warning("codex-exec: control channel carries only %s comms", TARGET)
+
+        return handler
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """End every process in the table (whole process groups), then the thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.io.stop()
+        self.watchdog.close()
