@@ -11,8 +11,6 @@ __all__ = ["__version__", "load_ipython_extension"]
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext codex_exec_kernel``: the %exec magics, in any IPython kernel."""
-    try:
-        from .magics import load_ipython_extension as load
-    except ImportError:  # magics not built yet
-        return
+    from .magics import load_ipython_extension as load
+
     load(ipython)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .install import add_install_arguments, run_install
+from .sessions.cli import add_session_parser
 
 DESCRIPTION = """\
 codex-exec: a real shell wherever your Jupyter kernel runs.
@@ -14,6 +15,8 @@ codex-exec: a real shell wherever your Jupyter kernel runs.
             see docs/protocol.md). Every process it starts ends when it ends.
   install   install the Jupyter kernel "codex-exec" (an IPython kernel with a
             process table, %exec magics and the Kernel Terminal's comm).
+  session   background sessions that outlive the kernel: create, list, attach,
+            logs, signal, delete (see `codex-exec session --help`).
 """
 
 
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "install`).",
     )
     add_install_arguments(install)
+    add_session_parser(sub)
     return parser
 
 
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_main(rest)
     if args.command == "install":
         return run_install(args)
+    if args.command == "session":
+        return args.func(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     parser.print_help()

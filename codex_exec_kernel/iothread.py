@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from traitlets.config import Config
 
 from .dispatcher import Dispatcher
+from .sessions.config import SessionConfig
+from .sessions.methods import register_session_methods
 from .table import ProcessTable
 
 T = TypeVar("T")
@@ -28,6 +30,7 @@ class IOThread:
         self.loop = asyncio.new_event_loop()
         self.table = ProcessTable(loop=self.loop, config=config)
         self.dispatcher = Dispatcher(self.table, server_name=server_name)
+        register_session_methods(self.dispatcher, SessionConfig(config=config))
         self._thread = threading.Thread(target=self._run, name="codex-exec-io", daemon=True)
         self._started = threading.Event()
 

@@ -93,6 +93,8 @@ class ManagedProcess:
         self.exit_signal: str | None = None
         self.closed = False
         self.failure: str | None = None
+        #: Per-entry retention cap (e.g. %exec keeps more); None: the table's.
+        self.retained_cap: int | None = None
         self.open_streams = set(backend.streams)
         self.subscribers: dict[Subscriber, _SubState] = {}
         self.write_ids: dict[str, None] = {}
@@ -190,7 +192,7 @@ class ManagedProcess:
     def _append(self, event: Event) -> None:
         self.events.append(event)
         self.retained_bytes += len(event.data)
-        cap = self.table.retained_bytes
+        cap = self.retained_cap or self.table.retained_bytes
         # Evict the oldest events whole, always keeping the newest one.
         while self.retained_bytes > cap and len(self.events) > 1:
             old = self.events.popleft()

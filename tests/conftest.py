@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from stdio_client import StdioClient
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> object:
-    """Poll ``predicate`` until truthy; fail the test at the deadline. Never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pids: list[int], timeout: float = 2.0) -> None:
-    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout,
-               message=f"pids {pids} to end")
+from waiting import pid_alive, wait_gone, wait_until  # noqa: F401  (re-exported)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from conftest import pid_alive, wait_gone, wait_until
+from waiting import pid_alive, wait_gone, wait_until
 from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
 
 from codex_exec_kernel.client import (

@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from conftest import wait_until
+from waiting import wait_until
 from stdio_client import StdioClient, b64
 
 MB = 1_000_000

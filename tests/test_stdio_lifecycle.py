@@ -6,7 +6,7 @@ import base64
 import signal
 
 import pytest
-from conftest import pid_alive, wait_gone
+from waiting import pid_alive, wait_gone
 from stdio_client import StdioClient
 
 

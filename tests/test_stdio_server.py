@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import pid_alive, wait_gone, wait_until
+from waiting import pid_alive, wait_gone, wait_until
 from stdio_client import RpcError, StdioClient, b64, summarize
 
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL, LIMIT = (

@@ -21,6 +21,8 @@ from traitlets import Int
 from traitlets.config import Application, Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
+from ..sessions.config import SessionConfig
+from ..sessions.methods import register_session_methods
 from ..protocol import PARSE_ERROR, ProtocolError, error_response
 from ..table import ProcessTable
 from ..watchdog import Watchdog
@@ -166,6 +168,7 @@ async def _serve_stdio(config: Any = None) -> int:
     table.on_group_started.append(watchdog.register)
     table.on_group_gone.append(watchdog.unregister)
     dispatcher = Dispatcher(table, server_name="codex-exec serve")
+    register_session_methods(dispatcher, SessionConfig(config=config))
     server = StdioServer(table, dispatcher, config=config)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, server.done.set)
@@ -185,7 +188,7 @@ class ServeApp(Application):
 
     name = "codex-exec-serve"
     description = "Serve the codex-exec protocol on stdin/stdout."
-    classes = [ProcessTable, StdioServer]
+    classes = [ProcessTable, StdioServer, SessionConfig]
     aliases = {"log-level": "Application.log_level"}
 
     def start(self) -> int:

@@ -1,0 +1,41 @@
+"""The IPython extension: ``%exec``/``%%exec``, background-session magics, ``%terminal``.
+
+``%load_ext codex_exec_kernel`` works in any IPython kernel that has the package: it
+attaches a process table to that kernel (see :mod:`codex_exec_kernel.service`), so the
+Kernel Terminal and the client can see what the magics start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .exec_magics import ExecMagics
+from .result import ExecFailed, ExecResult
+from .sessions import SessionMagics
+
+__all__ = ["ExecFailed", "ExecMagics", "ExecResult", "SessionMagics", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    kernel = getattr(ipython, "kernel", None)
+    if kernel is not None:
+        from ..service import ExecService
+
+        service = ExecService.attach(kernel)
+        _end_with_kernel(kernel, service)
+    ipython.register_magics(ExecMagics(shell=ipython, parent=ipython))
+    ipython.register_magics(SessionMagics(shell=ipython))
+
+
+def _end_with_kernel(kernel: Any, service: Any) -> None:
+    """In a stock kernel, shutdown/restart must end the table's processes too."""
+    if getattr(kernel, "_codex_exec_shutdown_hooked", False) or hasattr(kernel, "exec_service"):
+        return
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        service.stop()
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
+    kernel._codex_exec_shutdown_hooked = True

@@ -1,0 +1,165 @@
+"""``%exec`` and ``%%exec``: a shell in notebook cells and ``jupyter console``."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Float, Int
+
+from ..protocol import SpawnSpec
+from ..service import ExecService
+from .options import HELP, UsageError, parse
+from .result import ExecFailed, ExecResult
+from .runner import CellRun, Display
+
+MiB = 1024 * 1024
+
+
+def user_shell() -> str:
+    shell = os.environ.get("SHELL")
+    if shell:
+        return shell
+    try:
+        return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+    except KeyError:
+        return "/bin/sh"
+
+
+@magics_class
+class ExecMagics(Magics):
+    """The ``%exec`` family. Settings are traits: ``c.ExecMagics.max_output_bytes = ...``."""
+
+    max_output_bytes = Int(
+        1 * MiB,
+        config=True,
+        help="Output shown in a cell before the middle is skipped (head and tail stay).",
+    )
+    retained_bytes = Int(
+        64 * MiB,
+        config=True,
+        help="Output kept per %exec process for process/read and --capture of huge output.",
+    )
+    kill_window = Float(
+        5.0, config=True, help="A second interrupt within this many seconds kills the command."
+    )
+    linger = Float(
+        1.0,
+        config=True,
+        help="Seconds a cell waits after the exit for output held open by background children.",
+    )
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def service(self) -> ExecService:
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:
+            raise UsageError("%exec needs an IPython kernel (a notebook or jupyter console)")
+        return ExecService.attach(kernel)
+
+    def _start(self, argv: list[str], args: Any, title: str) -> Any:
+        env = dict(os.environ)
+        env.update(args.env)
+        spec = SpawnSpec(
+            argv=argv,
+            cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd(),
+            env=env,
+            tty=args.tty,
+            pipe_stdin=args.input,
+            size=_terminal_size(),
+        )
+        table = self.service.table
+
+        def start() -> Any:
+            proc = table.start(spec, title=title)
+            proc.retained_cap = max(self.retained_bytes, table.retained_bytes)
+            return proc
+
+        return self.service.io.run(start)
+
+    def _run(self, argv: list[str], args: Any, command: str) -> ExecResult | None:
+        proc = self._start(argv, args, title=command)
+        run = CellRun(
+            self.service, proc,
+            Display(limit=self.max_output_bytes, quiet=args.quiet),
+            capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
+            linger=self.linger, stdin_lines=args.input, input_fn=self._input,
+        )  # fmt: skip
+        outcome = run.run()
+        if outcome.lingering and not args.quiet:
+            print(f"[exited; background processes still hold its output: {outcome.process_id}]")
+        captured = outcome.captured
+        result = ExecResult(
+            command=command,
+            exit_code=outcome.exit_code,
+            stdout=(captured["stdout"] + captured["pty"]).decode("utf-8", "replace"),
+            stderr=captured["stderr"].decode("utf-8", "replace"),
+            process_id=outcome.process_id,
+            signal=outcome.signal,
+            timed_out=outcome.timed_out,
+        )
+        self.shell.user_ns["_exit_code"] = outcome.exit_code
+        if outcome.timed_out and not args.allow_fail:
+            raise ExecFailed(f"timed out after {args.timeout:g}s: {command}", result)
+        if outcome.exit_code not in (0, None) and not args.allow_fail:
+            how = f" ({outcome.signal})" if outcome.signal else ""
+            raise ExecFailed(f"exit status {outcome.exit_code}{how}: {command}", result)
+        return result if args.capture else None
+
+    def _input(self, prompt: str) -> str:
+        # The kernel's input() becomes an input_request on the stdin channel.
+        return input(prompt)
+
+    def _parse(self, line: str) -> tuple[Any, str] | None:
+        try:
+            return parse(line)
+        except UsageError as exc:
+            text = str(exc).strip()
+            if not text:  # --help: argparse has printed it
+                return None
+            raise ExecFailed(text) from None
+
+    # ------------------------------------------------------------------ magics
+    @line_magic("exec")
+    def exec_line(self, line: str) -> ExecResult | None:
+        parsed = self._parse(line)
+        if parsed is None:
+            return None
+        args, command = parsed
+        if args.bg:
+            return self._background(args, command)
+        if not command:
+            print(HELP)
+            return None
+        return self._run([user_shell(), "-c", command], args, command)
+
+    @cell_magic("exec")
+    def exec_cell(self, line: str, cell: str) -> ExecResult | None:
+        parsed = self._parse(line)
+        if parsed is None:
+            return None
+        args, shell = parsed
+        argv = [shell.strip() or user_shell(), "-c", cell]
+        if args.bg:
+            return self._background(args, cell, argv=argv)
+        title = cell.strip().splitlines()[0] if cell.strip() else argv[0]
+        return self._run(argv, args, title)
+
+    def _background(self, args: Any, command: str, argv: list[str] | None = None) -> None:
+        from .sessions import start_background
+
+        start_background(self, args, argv or [user_shell(), "-c", command])
+
+
+def _terminal_size() -> tuple[int, int]:
+    """A tty command's size: wide enough for a notebook output area."""
+    return (24, 120)
+
+
+ExecMagics.exec_line.__doc__ = HELP
+ExecMagics.exec_cell.__doc__ = HELP

@@ -1,0 +1,105 @@
+"""Option parsing for ``%exec``: leading options, then the command line left verbatim.
+
+IPython's ``magic_arguments`` splits the whole line into words, which would lose the
+shell quoting of the command (``%exec echo "a  b"``). Here only the leading
+``--options`` are tokenized; the command is passed to the shell exactly as typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shlex
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"%exec: {message}\n\n{self.format_usage()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageError(message or "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="%exec",
+        description=(
+            "Run a shell command in the kernel's process table, with live output.\n"
+            "  %exec [options] COMMAND...        run COMMAND through your shell ($SHELL)\n"
+            "  %%exec [options] [SHELL]          run the cell body as a script\n"
+            "The cell fails when the exit status is not 0 (unless --allow-fail); the\n"
+            "status is in _exit_code. Interrupt (the stop button) sends SIGINT to the\n"
+            "command's process group; a second interrupt within a few seconds kills it."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=True,
+    )
+    p.add_argument("--cwd", help="working directory (default: the kernel's)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable (repeatable)")  # fmt: skip
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="terminate the command after S seconds (the cell fails)")  # fmt: skip
+    p.add_argument("--tty", action="store_true",
+                   help="run in a pseudo-terminal: colours and \\r progress bars intact")
+    p.add_argument("--input", action="store_true",
+                   help="interactive stdin: each line you submit goes to the command; an "
+                   "empty submission closes its stdin")  # fmt: skip
+    p.add_argument("--capture", action="store_true",
+                   help="return an ExecResult (exit_code, stdout, stderr) with all output")
+    p.add_argument("--quiet", action="store_true", help="do not show output in the cell")
+    p.add_argument("--allow-fail", action="store_true",
+                   help="do not fail the cell on a non-zero exit status")
+    p.add_argument("--bg", action="store_true",
+                   help="start a background session that outlives the kernel; prints its id")
+    p.add_argument("--id", dest="session_id", help="with --bg: the session's id")
+    return p
+
+
+PARSER = build_parser()
+HELP = PARSER.format_help()
+_VALUE_OPTIONS = {"--cwd", "--env", "--timeout", "--id"}
+
+
+def split_line(line: str) -> tuple[list[str], str]:
+    """``(option tokens, rest of the line verbatim)``."""
+    lex = shlex.shlex(io.StringIO(line), posix=True, punctuation_chars=False)
+    lex.whitespace_split = True
+    lex.commenters = ""
+    tokens: list[str] = []
+    expect_value = False
+    while True:
+        start = lex.instream.tell()
+        # skip leading whitespace so `start` points at the token itself
+        rest = line[start:]
+        start += len(rest) - len(rest.lstrip())
+        token = lex.get_token()
+        if token is None or token == lex.eof:
+            return tokens, ""
+        if expect_value:
+            tokens.append(token)
+            expect_value = False
+            continue
+        if token == "--":
+            return tokens, line[lex.instream.tell():].strip()
+        if not token.startswith("-"):
+            return tokens, line[start:].strip()
+        name = token.split("=", 1)[0]
+        tokens.append(token)
+        expect_value = name in _VALUE_OPTIONS and "=" not in token
+
+
+def parse(line: str) -> tuple[argparse.Namespace, str]:
+    tokens, command = split_line(line)
+    args = PARSER.parse_args(tokens)
+    env = {}
+    for item in args.env:
+        if "=" not in item or item.startswith("="):
+            raise UsageError(f"%exec: --env takes K=V, got {item!r}")
+        key, value = item.split("=", 1)
+        env[key] = value
+    args.env = env
+    return args, command

@@ -1,0 +1,178 @@
+"""Background sessions from a notebook: ``%exec --bg``, ``%sessions``, ``%attach``, ``%logs``,
+and ``%terminal`` (asks JupyterLab to open a Kernel Terminal on this kernel)."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import shlex
+import sys
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from ..sessions.api import SessionManager
+from ..sessions.cli import format_table, human_size
+from ..sessions.config import SessionConfig
+from ..sessions.store import SessionError
+from .result import ExecFailed
+
+TERMINAL_MIME = "application/vnd.codex-exec.terminal+json"
+
+
+def _manager(magics: Magics) -> SessionManager:
+    return SessionManager(SessionConfig(config=magics.shell.config))
+
+
+def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
+    """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
+    env = dict(os.environ)
+    env.update(args.env)
+    try:
+        info = _manager(magics).create(
+            argv, session_id=args.session_id, cwd=os.path.abspath(args.cwd or os.getcwd()),
+            env=env, tty=args.tty,
+        )  # fmt: skip
+    except (SessionError, Exception) as exc:
+        raise ExecFailed(f"could not start the session: {exc}") from None
+    print(f"started background session {info.id} (pid {info.meta.pid}); "
+          f"%attach {info.id} to follow it, %sessions to list")  # fmt: skip
+
+
+class SessionTable:
+    """``%sessions`` output: an HTML table in notebooks, text in the console."""
+
+    def __init__(self, infos: list[Any]) -> None:
+        self.infos = infos
+
+    def __repr__(self) -> str:
+        return format_table(self.infos) if self.infos else "no sessions"
+
+    def _repr_html_(self) -> str:
+        if not self.infos:
+            return "<em>no sessions</em>"
+        head = "".join(f"<th>{h}</th>" for h in
+                       ("#", "id", "pid", "status", "exit", "output", "created", "command"))
+        rows = []
+        for info in self.infos:
+            m = info.meta
+            exit_text = "" if m.exit_code is None else (m.signal or str(m.exit_code))
+            cells = (info.index, m.id, m.pid or "", info.status, exit_text,
+                     human_size(info.output_bytes), m.created_at, shlex.join(m.argv))
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+                        + "</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=True,
+                                     exit_on_error=False)  # fmt: skip
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
+    try:
+        return parser.parse_args(shlex.split(line))
+    except SystemExit:  # --help printed
+        return None
+    except argparse.ArgumentError as exc:
+        raise ExecFailed(f"{parser.prog}: {exc}") from None
+
+
+SESSIONS = _parser("%sessions", "List background sessions, or delete one.")
+SESSIONS.add_argument("--delete", metavar="SEL", help="end and remove a session")
+ATTACH = _parser("%attach", "Follow a background session's output here until it ends; "
+                 "interrupt (the stop button) detaches and leaves it running.")  # fmt: skip
+ATTACH.add_argument("selector", metavar="SEL", help="index (0 = newest), id or unique prefix")
+ATTACH.add_argument("--from-start", action="store_true", help="show the whole log first")
+LOGS = _parser("%logs", "Show a background session's log.")
+LOGS.add_argument("selector", metavar="SEL")
+LOGS.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+TERMINAL = _parser("%terminal", "Open a Kernel Terminal on this kernel in JupyterLab.")
+TERMINAL.add_argument("--session", metavar="SEL", help="show a background session instead")
+
+
+@magics_class
+class SessionMagics(Magics):
+    @line_magic
+    def sessions(self, line: str) -> SessionTable | None:
+        args = _parse(SESSIONS, line)
+        if args is None:
+            return None
+        manager = _manager(self)
+        try:
+            if args.delete:
+                info = manager.resolve(args.delete)
+                manager.delete(info.id)
+                print(f"deleted session {info.id}")
+                return None
+            return SessionTable(manager.list())
+        except SessionError as exc:
+            raise ExecFailed(str(exc)) from None
+
+    @line_magic
+    def attach(self, line: str) -> None:
+        args = _parse(ATTACH, line)
+        if args is None:
+            return
+        manager = _manager(self)
+        try:
+            info = manager.resolve(args.selector)
+            size = manager.read_log(info.id, 0, 0).size
+            offset = 0 if args.from_start else max(0, size - 64 * 1024)
+            out = sys.stdout
+            try:
+                for chunk in manager.follow(info.id, offset):
+                    out.write(chunk.data.decode("utf-8", "replace"))
+                    out.flush()
+            except KeyboardInterrupt:
+                print(f"\n[detached from {info.id}; it keeps running]")
+                return
+            final = manager.get(info.id)
+            print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}]")
+        except SessionError as exc:
+            raise ExecFailed(str(exc)) from None
+
+    @line_magic
+    def logs(self, line: str) -> None:
+        args = _parse(LOGS, line)
+        if args is None:
+            return
+        manager = _manager(self)
+        try:
+            info = manager.resolve(args.selector)
+            offset = 0 if args.tail is None else manager.tail_offset(info.id, args.tail)
+            while True:
+                chunk = manager.read_log(info.id, offset)
+                if not chunk.data:
+                    break
+                sys.stdout.write(chunk.data.decode("utf-8", "replace"))
+                offset = chunk.next_offset
+            sys.stdout.flush()
+        except SessionError as exc:
+            raise ExecFailed(str(exc)) from None
+
+    @line_magic
+    def terminal(self, line: str) -> None:
+        args = _parse(TERMINAL, line)
+        if args is None:
+            return
+        request: dict[str, Any] = {
+            "requestId": uuid.uuid4().hex,
+            "createdAt": datetime.now(timezone.utc).isoformat(),
+            "autoOpen": True,
+            "label": "Open Kernel Terminal",
+        }
+        if args.session:
+            try:
+                request["sessionId"] = _manager(self).resolve(args.session).id
+            except SessionError as exc:
+                raise ExecFailed(str(exc)) from None
+        text = ("Kernel Terminal: open it from JupyterLab's launcher (this frontend cannot "
+                "show the panel); in a console use %exec or codex-exec session attach.")
+        display({TERMINAL_MIME: request, "text/plain": text}, raw=True)
+

@@ -1,0 +1,527 @@
+"""The per-session supervisor: ``python -m codex_exec_kernel.sessions.supervisor --dir D``.
+
+One small process per session owns the child's PTY or pipes, so the child outlives
+whoever started it (kernel, Jupyter server, shell). It:
+
+* detaches: it is started in a new session by :mod:`.launch`, forks once more at
+  once (the starter reaps the short-lived parent; we are re-parented to init, so no
+  one has to reap us) and ignores SIGHUP;
+* reads its spawn spec as JSON on stdin, starts the child with :func:`spawn.spawn`,
+  answers one JSON line on stdout (``{"ok": ...}`` or ``{"error": ...}``) and then
+  points its stdio at /dev/null;
+* appends every output byte to ``output.log`` as it arrives: a slow or absent client
+  never slows the child, and memory stays bounded whatever is written;
+* serves attach clients on ``sock`` (see :mod:`.wire`): each reads the log from its
+  own offset and then live, so a client is never "behind" in memory, only in the file;
+* records the exit in meta.json once all output is in the log, tells attached
+  clients, and exits. SIGTERM/SIGINT end the child's process group (grace, SIGKILL).
+
+One asyncio loop does all of it; the child side reuses :class:`LocalBackend`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..backend import LocalBackend
+from ..spawn import SpawnError, signal_group, spawn
+from . import wire
+from .store import (
+    SessionMeta,
+    SessionPaths,
+    SessionStore,
+    group_alive,
+    now_iso,
+    process_start_ticks,
+)
+
+CHUNK = 256 * 1024
+HELLO_TIMEOUT = 10.0
+#: Bytes queued for one client before we stop reading the log for it.
+SEND_HIGH_WATER = 1024 * 1024
+#: Stream boundaries remembered for pipe sessions (older ranges replay as stdout).
+MAX_SEGMENTS = 8192
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What the starter sends on stdin: the already-resolved child and supervisor settings."""
+
+    session_id: str
+    home: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    tty: bool
+    size: tuple[int, int]
+    created_at: str
+    arg0: str | None = None
+    attach_tail_bytes: int = 64 * 1024
+    exit_linger: float = 1.0
+    client_drain_timeout: float = 10.0
+    kill_grace: float = 2.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.session_id, "home": self.home, "argv": self.argv, "cwd": self.cwd,
+            "env": self.env, "tty": self.tty, "size": list(self.size),
+            "createdAt": self.created_at, "arg0": self.arg0,
+            "attachTailBytes": self.attach_tail_bytes, "exitLinger": self.exit_linger,
+            "clientDrainTimeout": self.client_drain_timeout, "killGrace": self.kill_grace,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> LaunchSpec:
+        return cls(
+            session_id=obj["id"], home=obj["home"], argv=list(obj["argv"]), cwd=obj["cwd"],
+            env=dict(obj["env"]), tty=bool(obj["tty"]), size=(obj["size"][0], obj["size"][1]),
+            created_at=obj["createdAt"], arg0=obj.get("arg0"),
+            attach_tail_bytes=int(obj["attachTailBytes"]),
+            exit_linger=float(obj["exitLinger"]),
+            client_drain_timeout=float(obj["clientDrainTimeout"]),
+            kill_grace=float(obj["killGrace"]),
+        )  # fmt: skip
+
+
+class _ClientConnection:
+    """One attach client on a raw non-blocking socket, driven by loop readers/writers.
+
+    Why not asyncio streams or transports: a client that sends a last keystroke and
+    closes while output to it is in flight makes our next send fail (EPIPE), and an
+    asyncio transport then stops reading at once, dropping that keystroke still
+    queued in our receive buffer. Here a failed send only stops sending; we keep
+    reading until the end of what the client sent.
+    """
+
+    def __init__(self, supervisor: Supervisor, sock: socket.socket) -> None:
+        self.supervisor = supervisor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = supervisor.loop
+        self.decoder = wire.FrameDecoder()
+        self.out = bytearray()
+        self.pos: int | None = None  # log offset of the next byte to send; None before hello
+        self.wake = asyncio.Event()
+        self.writable = asyncio.Event()  # our send buffer is below its high-water mark
+        self.writable.set()
+        self.closed = False
+        self.send_failed = False
+        self.writing = False
+        self.task: asyncio.Task[None] | None = None
+        self.loop.add_reader(self.fd, self._on_readable)
+        self._hello_timer = self.loop.call_later(HELLO_TIMEOUT, self.refuse, "no hello")
+
+    # -- receiving
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        try:
+            messages = self.decoder.feed(data)
+        except wire.WireError as exc:
+            self.refuse(f"bad frame: {exc}")
+            return
+        for msg in messages:
+            if self.closed:
+                return
+            if self.pos is None:
+                if not isinstance(msg, wire.Hello):
+                    self.refuse("expected hello")
+                    return
+                self._start(msg)
+            else:
+                self.supervisor.apply(msg)
+
+    def _start(self, hello: wire.Hello) -> None:
+        self._hello_timer.cancel()
+        sup = self.supervisor
+        start = hello.from_offset
+        if start is None:
+            start = sup.size - sup.spec.attach_tail_bytes
+        self.pos = min(max(start, 0), sup.size)
+        self.send(
+            wire.Welcome(sup.spec.session_id, sup.backend.pid, sup.spec.tty, self.pos,
+                         sup.size).encode()
+        )  # fmt: skip
+        self.task = self.loop.create_task(self._feed())
+        sup.client_tasks.add(self.task)
+        self.task.add_done_callback(sup.client_tasks.discard)
+
+    # -- sending
+    def send(self, data: bytes) -> None:
+        if self.send_failed or self.closed:
+            return
+        self.out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # the client is gone; keep reading what it sent before
+                self.send_failed = True
+                self.out.clear()
+                break
+            del self.out[:n]
+        if self.out and not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._flush)
+        elif not self.out and self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+        if len(self.out) >= SEND_HIGH_WATER:
+            self.writable.clear()
+        else:
+            self.writable.set()
+
+    async def _feed(self) -> None:
+        """Send the log from our offset, then live, then Exit once we have it all."""
+        sup = self.supervisor
+        assert self.pos is not None
+        while not self.closed and not self.send_failed:
+            if not self.writable.is_set():
+                await self.writable.wait()
+            elif self.pos < sup.size:
+                stream, end = sup.stream_run(self.pos)
+                data = os.pread(sup.read_fd, min(CHUNK, end - self.pos), self.pos)
+                if not data:  # the log is shorter than we think (truncated by hand?)
+                    self.pos = sup.size
+                    continue
+                self.send(wire.Output(self.pos, stream, data).encode())
+                self.pos += len(data)
+                await asyncio.sleep(0)  # let the child's output and other clients in
+            elif sup.finished:
+                assert sup.exit is not None
+                self.send(wire.Exit(*sup.exit, sup.size).encode())
+                await self._drain_then_close()
+                return
+            else:
+                self.wake.clear()
+                await self.wake.wait()
+
+    async def _drain_then_close(self) -> None:
+        while self.out and not self.closed and not self.send_failed:
+            self.writable.clear()
+            await self.writable.wait()
+            if len(self.out) == 0:
+                break
+        self.close()
+
+    def refuse(self, message: str) -> None:
+        self.send(wire.Error(message).encode())
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._hello_timer.cancel()
+        self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.supervisor.clients.discard(self)
+        self.wake.set()
+        self.writable.set()
+
+
+class Supervisor:
+    """The running state of one session: child backend, log, clients."""
+
+    def __init__(
+        self, spec: LaunchSpec, store: SessionStore, meta: SessionMeta, backend: LocalBackend
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.paths = store.paths(spec.session_id)
+        self.meta = meta
+        self.backend = backend
+        self.loop = backend.loop
+        self.log_fd = os.open(
+            self.paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        self.read_fd = os.open(self.paths.log, os.O_RDONLY | os.O_CLOEXEC)
+        self.size = os.fstat(self.log_fd).st_size
+        self.default_stream = "pty" if spec.tty else "stdout"
+        self._seg_starts: list[int] = []
+        self._seg_streams: list[str] = []
+        self._open_streams = set(backend.streams)
+        self.exit: tuple[int, str | None] | None = None
+        self.finished = False  # exit recorded: clients get the rest of the log, then Exit
+        self._done = asyncio.Event()
+        self.clients: set[_ClientConnection] = set()
+        self.client_tasks: set[asyncio.Task[None]] = set()
+        self._terminating = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    # -- OutputSink
+    def on_output(self, stream: str, data: bytes) -> None:
+        if self.finished:
+            return
+        if not self.spec.tty and (not self._seg_streams or self._seg_streams[-1] != stream):
+            self._seg_starts.append(self.size)
+            self._seg_streams.append(stream)
+            if len(self._seg_starts) > MAX_SEGMENTS:
+                del self._seg_starts[: MAX_SEGMENTS // 2]
+                del self._seg_streams[: MAX_SEGMENTS // 2]
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.log_fd, view)
+            except OSError:
+                # Disk full or gone: the child must not block on us, so this output is lost.
+                break
+            self.size += n
+            view = view[n:]
+        self._wake_clients()
+
+    def on_stream_eof(self, stream: str) -> None:
+        self._open_streams.discard(stream)
+        self._maybe_finish()
+
+    def on_exit(self, exit_code: int, signal_name: str | None) -> None:
+        self.exit = (exit_code, signal_name)
+        if not self._maybe_finish():
+            # A grandchild may hold the output open; record the exit after a short wait.
+            self._linger = self.loop.call_later(self.spec.exit_linger, self._finish)
+
+    # -- lifecycle
+    def _maybe_finish(self) -> bool:
+        if self.exit is not None and not self._open_streams:
+            self._finish()
+            return True
+        return False
+
+    def _finish(self) -> None:
+        if self.finished or self.exit is None:
+            return
+        if self._linger is not None:
+            self._linger.cancel()
+        self.backend.pause_reading()
+        self.finished = True
+        code, sig = self.exit
+        self.meta = replace(
+            self.meta, ended_at=now_iso(), exit_code=code, signal=sig, status="exited"
+        )
+        with contextlib.suppress(OSError):  # the directory may be being deleted
+            self.store.write_meta(self.meta)
+        self._wake_clients()
+        self.loop.create_task(self._shutdown_when_drained())
+
+    async def _shutdown_when_drained(self) -> None:
+        deadline = self.loop.time() + self.spec.client_drain_timeout
+        while self.client_tasks and self.loop.time() < deadline and not self._terminating:
+            await asyncio.wait(set(self.client_tasks), timeout=0.1)
+        if self._terminating:
+            await self._kill_group_after_grace()
+        self._done.set()
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: end the child's group (grace, then SIGKILL); we exit after it."""
+        if self.finished:
+            self._terminating = True
+            return
+        if not self._terminating:
+            self._terminating = True
+            self.backend.terminate(self.spec.kill_grace)
+
+    async def _kill_group_after_grace(self) -> None:
+        pgid = self.backend.pid
+        deadline = time.monotonic() + self.spec.kill_grace
+        while group_alive(pgid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if group_alive(pgid):
+            signal_group(pgid, signal.SIGKILL)
+
+    # -- clients
+    def _wake_clients(self) -> None:
+        for client in self.clients:
+            client.wake.set()
+
+    def stream_run(self, pos: int) -> tuple[str, int]:
+        """The stream of the byte at ``pos`` and where its run ends (pipe sessions)."""
+        if self.spec.tty or not self._seg_starts:
+            return self.default_stream, self.size
+        i = bisect.bisect_right(self._seg_starts, pos) - 1
+        stream = self._seg_streams[i] if i >= 0 else self.default_stream
+        end = self._seg_starts[i + 1] if i + 1 < len(self._seg_starts) else self.size
+        return stream, end
+
+    def _accept(self, server_sock: socket.socket) -> None:
+        try:
+            sock, _ = server_sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        sock.setblocking(False)
+        client = _ClientConnection(self, sock)
+        if not _same_user(sock):
+            client.refuse("permission denied: not the session's user")
+            return
+        self.clients.add(client)
+
+    def apply(self, msg: wire.Message) -> None:
+        """A client's input or control message, applied to the child at once."""
+        if isinstance(msg, wire.Input):
+            self.backend.write(msg.data)
+        elif isinstance(msg, wire.Resize):
+            if self.spec.tty and 1 <= msg.rows <= 10_000 and 1 <= msg.cols <= 10_000:
+                with contextlib.suppress(OSError):
+                    self.backend.resize(msg.rows, msg.cols)
+        elif isinstance(msg, wire.Signal):
+            if 0 < msg.signum < signal.NSIG:
+                self.backend.signal(msg.signum)
+        elif isinstance(msg, wire.CloseStdin):
+            self.backend.close_stdin()
+
+    async def serve(self, server_sock: socket.socket) -> None:
+        self.loop.add_reader(server_sock.fileno(), self._accept, server_sock)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self.request_stop)
+        self.backend.start(self)
+        try:
+            await self._done.wait()
+        finally:
+            self.loop.remove_reader(server_sock.fileno())
+            server_sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.paths.sock)
+            for client in list(self.clients):
+                client.close()
+            for task in list(self.client_tasks):
+                task.cancel()
+            self.backend.close()
+            os.close(self.log_fd)
+            os.close(self.read_fd)
+
+
+def _same_user(sock: socket.socket | None) -> bool:
+    """SO_PEERCRED: only the session's own user may attach (the 0700 dir is the first wall)."""
+    if sock is None:
+        return False
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _bind(paths: SessionPaths) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.sock)  # stale, from a lost supervisor: we hold the lock now
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with paths.socket_address() as address:
+        sock.bind(address)
+    os.chmod(paths.sock, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _report(obj: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+
+def _detach_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def run(spec: LaunchSpec) -> int:
+    """Start the child and supervise it; returns the supervisor's exit status."""
+    store = SessionStore(spec.home)
+    paths = store.paths(spec.session_id)
+    lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until we exit: "running" means this lock
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        server_sock = _bind(paths)
+        child = spawn(spec.argv, env=spec.env, cwd=spec.cwd, tty=spec.tty, pipe_stdin=True,
+                      arg0=spec.arg0, size=spec.size)  # fmt: skip
+    except SpawnError as exc:
+        _report({"error": exc.message, "code": exc.code})
+        return 1
+    except OSError as exc:
+        _report({"error": f"session setup failed: {exc}"})
+        return 1
+    meta = SessionMeta(
+        id=spec.session_id, argv=spec.argv, cwd=spec.cwd, tty=spec.tty,
+        created_at=spec.created_at, pid=child.pid, supervisor_pid=os.getpid(),
+        start_ticks=process_start_ticks(child.pid), status="running", size=spec.size,
+    )  # fmt: skip
+    backend = LocalBackend(child, spec.tty, loop)
+    try:
+        store.write_meta(meta)
+        supervisor = Supervisor(spec, store, meta, backend)
+    except BaseException:
+        signal_group(child.pid, signal.SIGKILL)
+        raise
+    _report({"ok": True, "pid": child.pid, "supervisorPid": os.getpid()})
+    _detach_stdio()
+    try:
+        loop.run_until_complete(supervisor.serve(server_sock))
+    except BaseException:
+        _log_crash(paths)
+        if not supervisor.finished:  # never leave the child behind unsupervised
+            signal_group(child.pid, signal.SIGTERM)
+            time.sleep(spec.kill_grace)
+            signal_group(child.pid, signal.SIGKILL)
+        return 1
+    finally:
+        loop.close()
+    os.close(lock_fd)
+    return 0
+
+
+def _log(paths: SessionPaths, text: str) -> None:
+    """Append to supervisor.log: our stdio is /dev/null, and failures must be findable."""
+    with contextlib.suppress(OSError):
+        fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(f"{now_iso()} supervisor {os.getpid()}: {text}\n")
+
+
+def _log_crash(paths: SessionPaths) -> None:
+    _log(paths, f"crashed:\n{traceback.format_exc()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-fork", action="store_true", help="stay the starter's child")
+    args = parser.parse_args(argv)
+    if not args.no_fork and os.fork() > 0:
+        os._exit(0)  # the starter reaps this at once; our child is re-parented to init
+    os.umask(0o077)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        spec = LaunchSpec.from_json(json.loads(sys.stdin.buffer.read()))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        _report({"error": f"bad launch spec: {exc}"})
+        return 2
+    return run(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

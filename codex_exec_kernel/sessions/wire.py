@@ -1,0 +1,232 @@
+"""The attach socket's wire format: small typed frames between a supervisor and its clients.
+
+Why a private binary framing and not the JSON-RPC protocol: the socket carries raw
+terminal bytes at full speed between two processes of ours on one machine, so a
+fixed header plus raw payload avoids base64 and JSON on every chunk. Control
+messages (hello, resize, exit...) are tiny JSON objects inside the same framing.
+
+A frame is ``type:u8 length:u32be payload``. ``Output`` payloads are
+``offset:u64be stream:u8 data`` where ``offset`` is the position of ``data`` in the
+session's log, so a client always knows where it is and can re-attach from there.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+HEADER = struct.Struct(">BI")
+OUTPUT_HEADER = struct.Struct(">QB")
+#: Larger frames are a protocol error: nobody of ours sends more than a read's worth.
+MAX_FRAME = 8 * 1024 * 1024
+WIRE_VERSION = 1
+
+STREAM_CODES = {"pty": 0, "stdout": 1, "stderr": 2}
+STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
+
+
+class WireError(Exception):
+    """The peer sent something that is not a frame of this format."""
+
+
+class Message:
+    """Base of every frame; subclasses set ``TYPE`` and encode their payload."""
+
+    TYPE: ClassVar[int]
+
+    def payload(self) -> bytes:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        body = self.payload()
+        return HEADER.pack(self.TYPE, len(body)) + body
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Client → supervisor, first frame: where in the log to start (None: the default tail)."""
+
+    TYPE: ClassVar[int] = 1
+    from_offset: int | None = None
+    version: int = WIRE_VERSION
+
+    def payload(self) -> bytes:
+        return _json({"version": self.version, "fromOffset": self.from_offset})
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    """Supervisor → client, first frame: who the session is and where output starts."""
+
+    TYPE: ClassVar[int] = 2
+    session_id: str
+    pid: int
+    tty: bool
+    offset: int
+    size: int
+
+    def payload(self) -> bytes:
+        return _json(
+            {"id": self.session_id, "pid": self.pid, "tty": self.tty,
+             "offset": self.offset, "size": self.size}
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Output(Message):
+    """Supervisor → client: bytes of the log at ``offset``, from ``stream``."""
+
+    TYPE: ClassVar[int] = 3
+    offset: int
+    stream: str
+    data: bytes
+
+    def payload(self) -> bytes:
+        return OUTPUT_HEADER.pack(self.offset, STREAM_CODES[self.stream]) + self.data
+
+
+@dataclass(frozen=True)
+class Exit(Message):
+    """Supervisor → client, last frame: the child ended and the client has all its output."""
+
+    TYPE: ClassVar[int] = 4
+    exit_code: int
+    signal: str | None
+    size: int
+
+    def payload(self) -> bytes:
+        return _json({"exitCode": self.exit_code, "signal": self.signal, "size": self.size})
+
+
+@dataclass(frozen=True)
+class Input(Message):
+    """Client → supervisor: bytes for the child's terminal or stdin."""
+
+    TYPE: ClassVar[int] = 5
+    data: bytes
+
+    def payload(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
+class Resize(Message):
+    TYPE: ClassVar[int] = 6
+    rows: int
+    cols: int
+
+    def payload(self) -> bytes:
+        return _json({"rows": self.rows, "cols": self.cols})
+
+
+@dataclass(frozen=True)
+class Signal(Message):
+    """Client → supervisor: signal the child's process group."""
+
+    TYPE: ClassVar[int] = 7
+    signum: int
+
+    def payload(self) -> bytes:
+        return _json({"signal": self.signum})
+
+
+@dataclass(frozen=True)
+class CloseStdin(Message):
+    """Client → supervisor: end the child's input (pipe closed, or VEOF on a tty)."""
+
+    TYPE: ClassVar[int] = 8
+
+    def payload(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """Supervisor → client: the request was refused; the connection closes after it."""
+
+    TYPE: ClassVar[int] = 9
+    message: str
+
+    def payload(self) -> bytes:
+        return _json({"message": self.message})
+
+
+def _obj(payload: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"bad JSON payload: {exc}") from None
+    if not isinstance(value, dict):
+        raise WireError("JSON payload must be an object")
+    return value
+
+
+def _int(obj: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    value = obj.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError(f"{name} must be an integer")
+    return value
+
+
+def decode(kind: int, payload: bytes) -> Message:
+    """One frame's message; :class:`WireError` when it is malformed."""
+    if kind == Hello.TYPE:
+        obj = _obj(payload)
+        return Hello(_int(obj, "fromOffset", optional=True), _int(obj, "version"))
+    if kind == Welcome.TYPE:
+        obj = _obj(payload)
+        return Welcome(str(obj["id"]), _int(obj, "pid"), bool(obj["tty"]),
+                       _int(obj, "offset"), _int(obj, "size"))  # fmt: skip
+    if kind == Output.TYPE:
+        if len(payload) < OUTPUT_HEADER.size:
+            raise WireError("short output frame")
+        offset, code = OUTPUT_HEADER.unpack_from(payload)
+        if code not in STREAM_NAMES:
+            raise WireError(f"unknown stream code {code}")
+        return Output(offset, STREAM_NAMES[code], payload[OUTPUT_HEADER.size :])
+    if kind == Exit.TYPE:
+        obj = _obj(payload)
+        sig = obj.get("signal")
+        return Exit(_int(obj, "exitCode"), sig if isinstance(sig, str) else None, _int(obj, "size"))
+    if kind == Input.TYPE:
+        return Input(payload)
+    if kind == Resize.TYPE:
+        obj = _obj(payload)
+        return Resize(_int(obj, "rows"), _int(obj, "cols"))
+    if kind == Signal.TYPE:
+        return Signal(_int(_obj(payload), "signal"))
+    if kind == CloseStdin.TYPE:
+        return CloseStdin()
+    if kind == Error.TYPE:
+        return Error(str(_obj(payload).get("message", "")))
+    raise WireError(f"unknown frame type {kind}")
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it whatever the socket gave, get whole messages back."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out: list[Message] = []
+        while len(self._buf) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self._buf)
+            if length > MAX_FRAME:
+                raise WireError(f"frame of {length} bytes is larger than {MAX_FRAME}")
+            end = HEADER.size + length
+            if len(self._buf) < end:
+                break
+            payload = bytes(self._buf[HEADER.size : end])
+            del self._buf[:end]
+            out.append(decode(kind, payload))
+        return out

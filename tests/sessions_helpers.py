@@ -1,0 +1,131 @@
+"""Helpers of the background-session tests: polling, process checks, CLI runner, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from codex_exec_kernel.sessions import wire
+from codex_exec_kernel.sessions.api import SessionManager
+from codex_exec_kernel.sessions.client import AttachClient
+from codex_exec_kernel.sessions.config import SessionConfig
+from codex_exec_kernel.sessions.store import SessionError, SessionStore, group_alive
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "codex_exec_kernel.sessions.cli"]
+
+
+def poll(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",
+         interval: float = 0.01) -> object:
+    """Wait for ``predicate`` to be truthy, failing at the deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def alive(pid: int | None) -> bool:
+    """A live, non-zombie process (init here does not reap orphans, so zombies linger)."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def session_env(home: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CODEX_EXEC_HOME"] = home
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def run_cli(home: str, *args: str, timeout: float = 30.0,
+            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=session_env(home), cwd=str(REPO), capture_output=True, text=True,
+        timeout=timeout, input=input.decode() if input is not None else None,
+    )
+
+
+def supervisors_of(home: str) -> list[int]:
+    """Live supervisor processes started for ``home`` (found by their environment)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"codex_exec_kernel.sessions.supervisor" not in cmdline:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"CODEX_EXEC_HOME={home}".encode() in environ and alive(pid):
+            found.append(pid)
+    return found
+
+
+def cleanup_home(home: str) -> list[str]:
+    """Delete every session of ``home``; returns descriptions of anything that had leaked."""
+    store = SessionStore(home)
+    manager = SessionManager(SessionConfig(home=home, delete_grace=0.5))
+    groups = []
+    for sid in store.ids():
+        meta = store.read_meta(sid)
+        if meta is not None and meta.pid is not None:
+            groups.append(meta.pid)
+        with contextlib.suppress(SessionError, OSError):
+            manager.delete(sid, 0.5)
+    leaks = []
+    for pgid in groups:
+        if group_alive(pgid):
+            leaks.append(f"process group {pgid}")
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(AssertionError):
+        poll(lambda: not supervisors_of(home), 5.0)
+    for pid in supervisors_of(home):
+        leaks.append(f"supervisor {pid}")
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return leaks
+
+
+async def read_until(client: AttachClient, needle: bytes, timeout: float = 10.0,
+                     seen: bytearray | None = None) -> bytes:
+    """Collect a client's output until ``needle`` appears (or fail at the deadline)."""
+    buf = seen if seen is not None else bytearray()
+    events = client.events()
+
+    async def pump() -> None:
+        async for event in events:
+            if isinstance(event, wire.Output):
+                buf.extend(event.data)
+                if needle in buf:
+                    return
+            elif isinstance(event, wire.Exit):
+                raise AssertionError(f"session exited before {needle!r}; got {bytes(buf)!r}")
+        raise AssertionError(f"output ended before {needle!r}; got {bytes(buf)!r}")
+
+    try:
+        await asyncio.wait_for(pump(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no {needle!r} within {timeout}s; got {bytes(buf)!r}") from None
+    return bytes(buf)
