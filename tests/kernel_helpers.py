@@ -115,7 +115,7 @@ class RawComm:
 
     def output_of(self, process_id: str) -> bytes:
         out = b""
-        for note, bufs in zip(self.notes, self.note_buffers):
+        for note, bufs in zip(self.notes, self.note_buffers, strict=True):
             p = note["params"]
             if note["method"] == "process/output" and p["processId"] == process_id:
                 out += bufs[p["chunk"]["buffer"]]

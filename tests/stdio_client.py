@@ -57,7 +57,7 @@ class StdioClient:
         buf = b""
         while True:
             self._reading.wait()
-            data = stream.read1(1 << 20) if hasattr(stream, "read1") else os.read(stream.fileno(), 1 << 20)
+            data = os.read(stream.fileno(), 1 << 20)
             if not data:
                 break
             buf += data

@@ -10,8 +10,8 @@ import time
 
 import psutil
 import pytest
-from waiting import wait_until
 from stdio_client import StdioClient, b64
+from waiting import wait_until
 
 MB = 1_000_000
 
@@ -136,7 +136,7 @@ def test_flow_control_pauses_the_child_until_acked(make_server) -> None:
     while True:
         client.notify("process/ack", {"processId": "z", "seq": last})
         try:
-            client.wait_for(lambda m: m["params"].get("processId") == "z"
+            client.wait_for(lambda m, last=last: m["params"].get("processId") == "z"
                             and m["params"]["seq"] > last, 10)
         except TimeoutError:
             break

@@ -42,8 +42,8 @@ def _safe(method: str, p: object) -> object:
 
 messages = st.one_of(
     st.builds(lambda m, i, p: {"id": i, "method": m, "params": _safe(m, p)},
-              st.sampled_from(METHODS), st.integers(-(10**6), -1) | st.text(max_size=5).map("fz".__add__),
-              params),
+              st.sampled_from(METHODS),
+              st.integers(-(10**6), -1) | st.text(max_size=5).map("fz".__add__), params),
     st.builds(lambda m, p: {"method": m, "params": _safe(m, p)}, st.sampled_from(METHODS), params),
     json_values.map(lambda v: v if not isinstance(v, dict) or "method" not in v else {}),
 )

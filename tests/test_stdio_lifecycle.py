@@ -6,8 +6,8 @@ import base64
 import signal
 
 import pytest
-from waiting import pid_alive, wait_gone
 from stdio_client import StdioClient
+from waiting import pid_alive, wait_gone
 
 
 def _start_family(client: StdioClient, tty: bool) -> list[int]:

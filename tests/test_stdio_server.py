@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from stdio_client import StdioClient, b64, summarize
 from waiting import pid_alive, wait_gone, wait_until
-from stdio_client import RpcError, StdioClient, b64, summarize
 
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL, LIMIT = (
     -32600, -32601, -32602, -32603, -32010,
@@ -145,9 +145,8 @@ def test_stdin_is_devnull_without_pipe_stdin(server: StdioClient) -> None:
     r = server.run(["sh", "-c", "cat; echo done"])
     assert r["stdout"] == b"done\n"
     started = server.request("process/start", {"argv": ["sleep", "1"]})
-    assert server.request("process/write", {"processId": started["processId"], "chunk": b64(b"x")}) == {
-        "status": "stdinClosed"
-    }
+    reply = server.request("process/write", {"processId": started["processId"], "chunk": b64(b"x")})
+    assert reply == {"status": "stdinClosed"}
 
 
 def test_sigpipe_is_default_in_child(server: StdioClient) -> None:
@@ -385,10 +384,11 @@ def test_write_limit(make_server) -> None:
 
 
 def test_tty_write_and_close_stdin_sends_eof(server: StdioClient) -> None:
-    started = server.request("process/start", {"argv": ["sh", "-c", "stty -echo; cat; echo END"],
-                                               "tty": True})
+    started = server.request("process/start", {
+        "argv": ["sh", "-c", "stty -echo; echo READY; cat; echo END"], "tty": True})
     pid = started["processId"]
-    wait_until(lambda: b"" == b"" and server.request("process/read", {"processId": pid}) is not None)
+    server.wait_for(lambda m: m["method"] == "process/output" and b"READY" in base64.b64decode(
+        m["params"]["chunk"]) and m["params"]["processId"] == pid)
     server.request("process/write", {"processId": pid, "chunk": b64(b"typed\n")})
     server.wait_for(lambda m: m["method"] == "process/output" and b"typed" in base64.b64decode(
         m["params"]["chunk"]) and m["params"]["processId"] == pid)
@@ -450,7 +450,7 @@ def test_terminate_kills_grandchildren(server: StdioClient) -> None:
     assert all(pid_alive(p) for p in grandchildren)
     assert server.request("process/terminate", {"processId": pid}) == {"running": True}
     server.wait_closed(pid)
-    wait_gone(grandchildren + [started["pid"]], 2.0)
+    wait_gone([*grandchildren, started["pid"]], 2.0)
     assert server.request("process/terminate", {"processId": pid}) == {"running": False}
     assert server.request("process/terminate", {"processId": "ghost"}) == {"running": False}
 
