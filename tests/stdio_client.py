@@ -146,6 +146,24 @@ class StdioClient:
                     raise TimeoutError("notification did not arrive")
                 self._cond.wait(left)
 
+    def output_so_far(self, process_id: str) -> bytes:
+        return b"".join(base64.b64decode(m["params"]["chunk"]) for m in self.events(process_id)
+                        if m["method"] == "process/output")
+
+    def wait_output(self, process_id: str, predicate: Callable[[bytes], bool],
+                    timeout: float = 10.0) -> bytes:
+        """All output so far, once it satisfies ``predicate`` (chunk boundaries don't matter)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                data = self.output_so_far(process_id)
+                if predicate(data):
+                    return data
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"output of {process_id} never matched: {data[-200:]!r}")
+                self._cond.wait(left)
+
     def events(self, process_id: str) -> list[dict[str, Any]]:
         with self._cond:
             return [m for m in self.notifications

@@ -125,6 +125,9 @@ def test_interrupt_ends_sleep_within_2s_and_second_interrupt_kills() -> None:
                 msg_id = kc.execute(code)
                 proc = wait_until(lambda: next((p for p in client.list() if not p.exited
                                                 and "sleep 100" in p.argv[-1]), None), 20)
+                # interrupt once `sleep` runs (not while the shell is between fork and exec)
+                wait_until(lambda pgid=proc.pid: b"sleep" in subprocess.run(
+                    ["ps", "-o", "comm=", "-g", str(pgid)], capture_output=True).stdout, 10)
                 t0 = time.monotonic()
                 for _ in range(interrupts):
                     km.interrupt_kernel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import signal
 
 import pytest
@@ -17,10 +16,8 @@ def _start_family(client: StdioClient, tty: bool) -> list[int]:
                              " wait"],
         "tty": tty, "processId": f"family-{tty}"})  # fmt: skip
     pid = started["processId"]
-    note = client.wait_for(lambda m: m["method"] == "process/output"
-                           and m["params"]["processId"] == pid
-                           and base64.b64decode(m["params"]["chunk"]).count(b"\n") >= 2)
-    pids = [int(x) for x in base64.b64decode(note["params"]["chunk"]).split()]
+    text = client.wait_output(pid, lambda data: data.count(b"\n") >= 2)
+    pids = [int(x) for x in text.split()]
     return [started["pid"], *pids]
 
 

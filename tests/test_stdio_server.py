@@ -426,12 +426,28 @@ def test_resize(server: StdioClient) -> None:
                                                  "cols": 5}) == INVALID_PARAMS
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def test_signal_by_name_to_group(server: StdioClient) -> None:
-    started = server.request("process/start", {"argv": ["sh", "-c", "sleep 30 & wait"]})
+    started = server.request("process/start", {"argv": ["sh", "-c", "sleep 30 & echo $!; wait"]})
     pid = started["processId"]
-    assert server.request("process/signal", {"processId": pid, "signal": "interrupt"}) == {}
+    grandchild = int(server.wait_output(pid, lambda d: d.endswith(b"\n")))
+    # signal only once the grandchild really is `sleep` (not dash between fork and exec)
+    wait_until(lambda: _comm(grandchild) == "sleep", 5)
+    assert server.request("process/signal", {"processId": pid, "signal": "hangup"}) == {}
     r = summarize(server.wait_closed(pid))
-    assert r["exit"] in (130, 128 + signal.SIGINT)
+    assert r["exit"] == 128 + signal.SIGHUP and r["signal"] == "SIGHUP"
+    wait_gone([grandchild], 2.0)  # the whole group got it
+    direct = server.request("process/start", {"argv": ["sleep", "30"]})
+    server.request("process/signal", {"processId": direct["processId"], "signal": "interrupt"})
+    r = summarize(server.wait_closed(direct["processId"]))
+    assert r["exit"] == 130 and r["signal"] == "SIGINT"
     assert error_code(server, "process/signal", {"processId": pid, "signal": "SIGINT"}) == (
         INVALID_PARAMS
     )
@@ -443,10 +459,8 @@ def test_terminate_kills_grandchildren(server: StdioClient) -> None:
     started = server.request("process/start", {
         "argv": ["sh", "-c", "sleep 1000 & echo $!; sleep 1000 & echo $!; wait"]})
     pid = started["processId"]
-    out = server.wait_for(lambda m: m["method"] == "process/output"
-                          and m["params"]["processId"] == pid
-                          and base64.b64decode(m["params"]["chunk"]).count(b"\n") >= 2)
-    grandchildren = [int(x) for x in base64.b64decode(out["params"]["chunk"]).split()]
+    text = server.wait_output(pid, lambda data: data.count(b"\n") >= 2)
+    grandchildren = [int(x) for x in text.split()]
     assert all(pid_alive(p) for p in grandchildren)
     assert server.request("process/terminate", {"processId": pid}) == {"running": True}
     server.wait_closed(pid)
