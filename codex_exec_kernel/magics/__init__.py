@@ -23,7 +23,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
         service = ExecService.attach(kernel)
         _end_with_kernel(kernel, service)
-    ipython.register_magics(ExecMagics(shell=ipython, parent=ipython))
+    magics = ExecMagics(shell=ipython, parent=ipython)
+    ipython.register_magics(magics)
+    ipython.configurables.append(magics)  # so `%config ExecMagics.x = ...` reaches it
     ipython.register_magics(SessionMagics(shell=ipython))
 
 
