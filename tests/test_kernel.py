@@ -406,3 +406,19 @@ def test_kernel_manager_death_leaves_no_process(tmp_path) -> None:
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def test_interrupt_reaches_an_awaiting_cell_at_once(km, kc) -> None:
+    """set_wakeup_fd: SIGINT wakes the loop, so `await asyncio.sleep(30)` ends at once
+    (a stock ipykernel only notices when the sleep's timer fires)."""
+    msg_id = kc.execute("import asyncio\nawait asyncio.sleep(30)")
+    wait_until(lambda: _busy(kc), 10, message="the cell to start")
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    while True:
+        reply = kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == (
+        "KeyboardInterrupt")
+    assert time.monotonic() - t0 < 2.0
