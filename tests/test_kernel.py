@@ -419,6 +419,6 @@ def test_interrupt_reaches_an_awaiting_cell_at_once(km, kc) -> None:
         reply = kc.get_shell_msg(timeout=30)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == (
-        "KeyboardInterrupt")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] in ("KeyboardInterrupt", "CancelledError")
     assert time.monotonic() - t0 < 2.0

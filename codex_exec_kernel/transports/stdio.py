@@ -21,9 +21,9 @@ from traitlets import Int
 from traitlets.config import Application, Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
+from ..protocol import PARSE_ERROR, ProtocolError, error_response
 from ..sessions.config import SessionConfig
 from ..sessions.methods import register_session_methods
-from ..protocol import PARSE_ERROR, ProtocolError, error_response
 from ..table import ProcessTable
 from ..watchdog import Watchdog
 
