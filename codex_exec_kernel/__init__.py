@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
+from .labext_paths import _jupyter_labextension_paths
+from .serverext import _jupyter_server_extension_points
 
-__all__ = ["__version__", "load_ipython_extension"]
+__all__ = [
+    "__version__",
+    "_jupyter_labextension_paths",
+    "_jupyter_server_extension_points",
+    "load_ipython_extension",
+]
 
 
 def load_ipython_extension(ipython: Any) -> None:

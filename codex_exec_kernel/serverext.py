@@ -9,6 +9,10 @@ the kernel over a comm:
   delayed ACK, and a comm echo took a median 44 ms instead of about 1 ms.
   We call ``set_nodelay(True)`` on every kernel websocket, and on the
   server's own websocket to a gateway when ``--gateway-url`` is used.
+* **Binary frames through a gateway.** With ``--gateway-url`` the server relays
+  kernel messages to Kernel Gateway as text frames only; comm bytes travel as
+  binary buffers, so we make the relay keep binary frames binary (and set
+  TCP_NODELAY on the server's websocket to the gateway as well).
 * **IOPub rate limits.** ``ZMQChannelsWebsocketConnection`` drops IOPub
   messages past 1000 msgs/s or 1 MB/s (3 s window). Terminal output is
   already bounded by the protocol's flow control (``process/ack``), so the
@@ -60,6 +64,60 @@ def _client_nodelay(fut: Any) -> None:
         log.debug("codex-exec: gateway set_nodelay failed", exc_info=True)
 
 
+class _BinaryFrame(bytes):
+    """A binary websocket frame that survives the gateway relay's ``.decode("utf8")``."""
+
+    def decode(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self
+
+
+def _gateway_binary_relay(base: type) -> dict[str, Any]:
+    """Make jupyter_server's gateway relay pass binary frames through as binary.
+
+    ``GatewayWebSocketConnection`` relays kernel messages between the browser and
+    the gateway but treats every frame as text: a message with binary buffers
+    (how comm bytes travel) is decoded as UTF-8 on the way in (which fails) and
+    sent with a text opcode on the way out (which the peer rejects). These
+    overrides keep each frame's kind.
+    """
+
+    def _connection_done(self: Any, fut: Any) -> None:
+        base._connection_done(self, fut)
+        ws = getattr(self, "ws", None)
+        if ws is None:
+            return
+        _client_nodelay(fut)
+        read = ws.read_message
+
+        async def read_message(*args: Any, **kwargs: Any) -> Any:
+            message = await read(*args, **kwargs)
+            return _BinaryFrame(message) if isinstance(message, bytes) else message
+
+        ws.read_message = read_message
+
+    def _write_message(self: Any, message: Any) -> None:
+        try:
+            if not self.disconnected and self.ws is not None:
+                self.ws.write_message(message, binary=isinstance(message, bytes))
+        except Exception as exc:
+            self.log.error(f"Exception writing message to websocket: {exc}")
+
+    def handle_outgoing_message(self: Any, incoming_msg: Any, *args: Any) -> None:
+        if isinstance(incoming_msg, bytes):
+            try:
+                self.websocket_handler.write_message(bytes(incoming_msg), binary=True)
+            except Exception:
+                self.log.debug("codex-exec: client closed; binary message dropped")
+            return
+        base.handle_outgoing_message(self, incoming_msg, *args)
+
+    return {
+        "_connection_done": _connection_done,
+        "_write_message": _write_message,
+        "handle_outgoing_message": handle_outgoing_message,
+    }
+
+
 def _is_our_notification(connection: Any, msg: dict, msg_list: list) -> bool:
     """Whether an IOPub message is one of our comm notifications."""
     try:
@@ -80,29 +138,22 @@ def wrap_connection_class(base: type) -> type:
 
     namespace: dict[str, Any] = {_WRAPPED_MARKER: True, "__module__": __name__}
 
-    def _after_connect(self: Any) -> None:
-        # Gateway mode: the server is itself a websocket client of the gateway.
-        ws_future = getattr(self, "ws_future", None)
-        if ws_future is not None:
-            ws_future.add_done_callback(_client_nodelay)
-
     if inspect.iscoroutinefunction(base.connect):
 
         async def connect(self: Any) -> Any:
             _set_nodelay(self.websocket_handler)
-            result = await base.connect(self)
-            _after_connect(self)
-            return result
+            return await base.connect(self)
 
     else:
 
         def connect(self: Any) -> Any:
             _set_nodelay(self.websocket_handler)
-            result = base.connect(self)
-            _after_connect(self)
-            return result
+            return base.connect(self)
 
     namespace["connect"] = connect
+
+    if hasattr(base, "_connection_done") and hasattr(base, "_write_message"):
+        namespace.update(_gateway_binary_relay(base))
 
     if hasattr(base, "_limit_rate"):
 

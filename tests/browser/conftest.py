@@ -1,0 +1,386 @@
+"""Real JupyterLab in headless Chromium, driven with Python playwright.
+
+Fixtures start ``jupyter lab`` on a free loopback port with private config,
+runtime, settings and workspace dirs (nothing leaks from the user's Jupyter
+setup), with the ``codex-exec`` kernelspec installed in the venv's sys-prefix
+and this checkout's labextension build first on the extension path. Chromium
+is Debian's ``/usr/bin/chromium`` (``apt-get install -y chromium``); the tests
+skip, saying so, only when it is not there.
+
+Helpers read the terminal through xterm's buffer API
+(``term.buffer.active.getLine(n).translateToString(true)``), which does not
+depend on the renderer, and wait on page events with timeouts, never on
+fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LABEXT_BUILD = ROOT / "codex_exec_kernel" / "labextension"
+LABEXT_NAME = "codex-exec-kernel"
+KERNEL_NAME = "codex-exec"
+CHROMIUM = os.environ.get("CODEX_EXEC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BIN = Path(sys.executable).parent
+IMG_DIR = ROOT / "docs" / "img"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)  # polling interval while the server starts
+    raise RuntimeError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _kernelspecs(env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(BIN / "jupyter"), "kernelspec", "list", "--json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)["kernelspecs"]
+
+
+def ensure_kernelspec(env: dict[str, str]) -> None:
+    """``codex-exec`` in sys-prefix (``python -m codex_exec_kernel install --sys-prefix``)."""
+    if KERNEL_NAME in _kernelspecs(env):
+        return
+    if not (ROOT / "codex_exec_kernel" / "kernel.py").exists():
+        pytest.skip("the codex-exec kernel (codex_exec_kernel/kernel.py) is not written yet")
+    subprocess.run(
+        [sys.executable, "-m", "codex_exec_kernel", "install", "--sys-prefix"],
+        env=env, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert KERNEL_NAME in _kernelspecs(env), "kernelspec install did not register codex-exec"
+
+
+def ensure_labextension_built() -> None:
+    """Build ``labextension/`` into ``codex_exec_kernel/labextension`` when missing."""
+    if (LABEXT_BUILD / "package.json").exists() and (LABEXT_BUILD / "static").exists():
+        return
+    jlpm = str(BIN / "jlpm")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run([jlpm, "install"], cwd=ROOT / "labextension", env=env, check=True)
+    subprocess.run([jlpm, "build"], cwd=ROOT / "labextension", env=env, check=True)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("python playwright is not installed")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def jupyter_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Private Jupyter dirs; this checkout's labextension build first on the path."""
+    base = tmp_path_factory.mktemp("jupyter")
+    data = base / "data"
+    (data / "labextensions").mkdir(parents=True)
+    ensure_labextension_built()
+    (data / "labextensions" / LABEXT_NAME).symlink_to(LABEXT_BUILD, target_is_directory=True)
+    config = base / "config"
+    config.mkdir()
+    # The server extension is enabled by the package's jupyter_server_config.d file
+    # once installed; say it here too so a plain checkout tests it.
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"codex_exec_kernel.serverext": True}}})
+    )
+    # No news / update toasts over the panels in screenshots.
+    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    extra = os.environ.get("CODEX_EXEC_TEST_JUPYTER_PATH", "")
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": os.pathsep.join(p for p in [str(data), extra] if p),
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        "CODEX_EXEC_HOME": str(base / "codex-exec-home"),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p
+        ),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SHELL": "/bin/bash",
+    }
+    env.pop("JUPYTER_DATA_DIR", None)
+    ensure_kernelspec(env)
+    return env
+
+
+class LabServer:
+    def __init__(self, url: str, proc: subprocess.Popen, root: Path, env: dict[str, str]):
+        self.url = url
+        self.proc = proc
+        self.root = root
+        self.env = env
+
+
+def start_lab(env: dict[str, str], root: Path, log: Path, extra: list[str] = ()) -> LabServer:
+    port = free_port()
+    cmd = [
+        str(BIN / "jupyter"), "lab",
+        "--allow-root",
+        "--no-browser",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--ServerApp.root_dir={root}",
+        *extra,
+    ]  # fmt: skip
+    out = log.open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_http(url + "api/status", proc, log)
+    except Exception:
+        stop(proc)
+        raise
+    return LabServer(url, proc, root, env)
+
+
+@pytest.fixture(scope="session")
+def lab_server(
+    jupyter_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
+    root = tmp_path_factory.mktemp("lab-root")
+    log = root.parent / "lab-server.log"
+    server = start_lab(jupyter_env, root, log)
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+# ----------------------------------------------------------------------------- the page
+
+#: In-page helpers, installed before JupyterLab's code runs.
+PAGE_HELPERS = r"""
+window.__kt = {
+  widget(id) {
+    for (const w of window.jupyterapp.shell.widgets('main')) {
+      if (w.id === id) return w;
+    }
+    return null;
+  },
+  terminals() {
+    const out = [];
+    for (const w of window.jupyterapp.shell.widgets('main')) {
+      if (w.hasClass && w.hasClass('jp-KernelTerminal')) out.push(w);
+    }
+    return out;
+  },
+  lines(id) {
+    const w = this.widget(id);
+    if (!w) return [];
+    const buf = w.terminal.buffer.active;
+    const out = [];
+    for (let i = 0; i < buf.length; i++) {
+      const line = buf.getLine(i);
+      out.push(line ? line.translateToString(true) : '');
+    }
+    return out;
+  },
+  text(id) { return this.lines(id).join('\n'); },
+};
+"""
+
+
+class Lab:
+    """One JupyterLab page plus helpers for Kernel Terminal panels."""
+
+    def __init__(self, page: Any, server: LabServer):
+        self.page = page
+        self.server = server
+
+    def goto(self, reset: bool = True) -> None:
+        self.page.goto(self.server.url + ("lab?reset" if reset else "lab"))
+        self.wait_restored()
+
+    def wait_restored(self) -> None:
+        self.page.wait_for_function("() => !!(window.jupyterapp)", timeout=60000)
+        self.page.evaluate("() => window.jupyterapp.restored.then(() => true)")
+
+    def execute(self, command: str, args: dict | None = None) -> Any:
+        return self.page.evaluate(
+            "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => true)",
+            [command, args or {}],
+        )
+
+    def open_terminal(self, args: dict | None = None, timeout: float = 60) -> str:
+        """Open a Kernel Terminal panel, wait until its shell runs; return its widget id."""
+        return self.page.evaluate(
+            """async ([args, timeout]) => {
+                const w = await window.jupyterapp.commands.execute(
+                    'codex-exec:open-terminal', args);
+                await Promise.race([
+                  w.ready,
+                  new Promise((_, rej) => setTimeout(
+                      () => rej(new Error('terminal not ready: ' + w.node.dataset.error)),
+                      timeout * 1000)),
+                ]);
+                return w.id;
+            }""",
+            [args or {}, timeout],
+        )
+
+    def wait_prompt(self, wid: str, timeout: float = 30) -> None:
+        """Wait until the shell printed its prompt (a line ending in `$ ` or `# `)."""
+        self.page.wait_for_function(
+            """(id) => window.__kt.lines(id).some(l => /[$#%>] ?$/.test(l.trimEnd() + ' '))""",
+            arg=wid, timeout=timeout * 1000, polling=100,
+        )  # fmt: skip
+
+    def lines(self, wid: str) -> list[str]:
+        return self.page.evaluate("(id) => window.__kt.lines(id)", wid)
+
+    def text(self, wid: str) -> str:
+        return "\n".join(self.lines(wid))
+
+    def focus(self, wid: str) -> None:
+        self.page.evaluate(
+            "(id) => { window.jupyterapp.shell.activateById(id);"
+            " window.__kt.widget(id).terminal.focus(); }",
+            wid,
+        )
+
+    def type(self, wid: str, text: str) -> None:
+        """Type with real key events into the focused terminal; `\\n` presses Enter."""
+        self.focus(wid)
+        for i, part in enumerate(text.split("\n")):
+            if i:
+                self.page.keyboard.press("Enter")
+            if part:
+                self.page.keyboard.type(part)
+
+    def wait_for_text(self, wid: str, needle: str, timeout: float = 30, last: bool = False) -> str:
+        """Wait until a line of the terminal equals/contains ``needle``; return the text."""
+        try:
+            self.page.wait_for_function(
+                """([id, needle, exact]) => {
+                    const lines = window.__kt.lines(id);
+                    return exact ? lines.some(l => l.trim() === needle)
+                                 : lines.join('\\n').includes(needle);
+                }""",
+                arg=[wid, needle, last],
+                timeout=timeout * 1000,
+                polling=100,
+            )
+        except Exception as exc:
+            raise AssertionError(
+                f"{needle!r} not shown within {timeout} s; the terminal shows:\n"
+                + self.text(wid)[-3000:]
+            ) from exc
+        return self.text(wid)
+
+    def run(self, wid: str, command: str, marker: str, timeout: float = 30) -> str:
+        """Type ``command`` and wait for a line that is exactly ``marker``."""
+        self.type(wid, command + "\n")
+        return self.wait_for_text(wid, marker, timeout=timeout, last=True)
+
+    def screenshot(self, name: str, wid: str | None = None) -> Path:
+        IMG_DIR.mkdir(parents=True, exist_ok=True)
+        path = IMG_DIR / name
+        if wid:
+            self.page.locator(f"#{wid}").screenshot(path=str(path))
+        else:
+            self.page.screenshot(path=str(path))
+        return path
+
+
+def new_lab(browser: Any, server: LabServer, viewport=(1100, 700)) -> tuple[Any, Lab]:
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    context.add_init_script(PAGE_HELPERS)
+    page = context.new_page()
+    page.set_default_timeout(60000)
+    lab = Lab(page, server)
+    lab.goto(reset=True)
+    return context, lab
+
+
+@pytest.fixture
+def lab(browser: Any, lab_server: LabServer) -> Iterator[Lab]:
+    context, lab = new_lab(browser, lab_server)
+    yield lab
+    context.close()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="kt-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
