@@ -105,6 +105,7 @@ class ManagedProcess:
         self._pending_stream: str | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
+        self._last_output = float("-inf")
         # flow control
         self._emitted_bytes = 0
         self._marks: deque[_Mark] = deque()
@@ -126,13 +127,16 @@ class ManagedProcess:
             if self._pending_len >= cap:
                 self._flush()
                 self._pending_stream = stream
+        now = self.loop.time()
+        quiet_before = now - self._last_output >= self.table.coalesce_idle
+        self._last_output = now
         if self._pending and self._flush_handle is None:
-            # Idle output (an echoed keystroke) goes out at once; while output keeps
-            # coming, chunks leave at most once per window (or when full), so a flood
-            # makes few large messages and typing never waits for the window.
+            # Output after a quiet gap (an echoed keystroke, a prompt) goes out at once,
+            # however fast the user types. Output arriving back to back (a flood) leaves
+            # at most once per window, or when a chunk is full, so a flood makes few large
+            # messages.
             due = self._last_flush + self.table.coalesce_window
-            now = self.loop.time()
-            if now >= due:
+            if quiet_before or now >= due:
                 self._flush()
             else:
                 self._flush_handle = self.loop.call_at(due, self._flush)

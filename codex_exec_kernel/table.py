@@ -40,6 +40,11 @@ class ProcessTable(Configurable):
     coalesce_window = Float(
         0.005, config=True, help="Seconds of output gathered into one chunk (a few ms)."
     )
+    coalesce_idle = Float(
+        0.002,
+        config=True,
+        help="Output after at least this many quiet seconds is sent at once, not coalesced.",
+    )
     coalesce_max_bytes = Int(64 * KiB, config=True, help="Largest output chunk, in bytes.")
     flow_control_window = Int(
         4 * MiB,
