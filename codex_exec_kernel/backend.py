@@ -119,17 +119,30 @@ class LocalBackend(ProcessBackend):
             self._poll_exit()
 
     def _on_readable(self, fd: int) -> None:
+        """Drain what is there (a PTY read returns ~4 KiB): one loop turn, one sink call."""
         assert self._sink is not None
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EIO:  # EIO: a Linux PTY master's end of stream
-                raise
-            data = b""
-        if data:
-            self._sink.on_output(self._readers[fd], data)
+        pieces: list[bytes] = []
+        total = 0
+        eof = False
+        while total < READ_SIZE:
+            try:
+                data = os.read(fd, READ_SIZE - total)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: a Linux PTY master's end of stream
+                    raise
+                data = b""
+            if not data:
+                eof = True
+                break
+            pieces.append(data)
+            total += len(data)
+        if pieces:
+            self._sink.on_output(
+                self._readers[fd], pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            )
+        if not eof or fd not in self._readers:
             return
         name = self._readers.pop(fd)
         self.loop.remove_reader(fd)

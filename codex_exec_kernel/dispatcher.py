@@ -334,6 +334,7 @@ class Dispatcher:
             return {"status": "unknownProcess"}
         if parsed.write_id is not None and not proc.remember_write(parsed.write_id):
             return {"status": "accepted"}
+        proc.note_input()
         ok = proc.backend.write(parsed.chunk)
         return {"status": "accepted" if ok else "stdinClosed"}
 

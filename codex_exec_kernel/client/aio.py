@@ -321,7 +321,10 @@ class AsyncExecClient:
             return
         self._closed = True
         with contextlib.suppress(Exception):
-            self._send("comm_close", {"comm_id": self.comm_id, "data": {}})
+            # On control (which our kernels serve for codex.exec comms): a comm_close
+            # on the subshell could still be queued when the subshell is deleted below.
+            msg = self.kc.session.msg("comm_close", {"comm_id": self.comm_id, "data": {}})
+            self.kc.session.send(self.kc.control_channel.socket, msg)
         if self.subshell_id is not None:
             with contextlib.suppress(Exception):
                 msg = self.kc.session.msg("delete_subshell_request",

@@ -57,7 +57,11 @@ class StdioServer(Configurable):
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         if self._writer is None or self._writer.is_closing():
             return
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        if message.get("method") == "process/output":
+            line = _output_line(message["params"])
+        else:
+            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        self._writer.write(line)
 
     # ------------------------------------------------------------------------
     async def serve(self, in_fd: int, out_fd: int) -> None:
@@ -143,6 +147,23 @@ class StdioServer(Configurable):
         assert self.state is not None
         err = ProtocolError(PARSE_ERROR, f"message longer than {self.max_message_bytes} bytes")
         self.state.send(error_response(None, err))
+
+
+def _output_line(params: dict[str, Any]) -> bytes:
+    """``process/output`` by hand: base64 needs no JSON escaping, and json.dumps would
+    scan every byte of a 64 KiB chunk's 87 KiB of base64 (a third of the server's time
+    in a flood)."""
+    head = json.dumps(
+        {"processId": params["processId"], "seq": params["seq"], "stream": params["stream"]},
+        separators=(",", ":"),
+    )
+    return (
+        b'{"jsonrpc":"2.0","method":"process/output","params":'
+        + head[:-1].encode()
+        + b',"chunk":"'
+        + params["chunk"].encode("ascii")
+        + b'"}}\n'
+    )
 
 
 class _FileWriter:
