@@ -28,3 +28,9 @@ def make_server() -> Iterator[Callable[..., StdioClient]]:
     yield make
     for client in made:
         client.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread until the session ends, which would break later tests that call asyncio.run."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
