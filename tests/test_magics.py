@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -221,29 +222,52 @@ def test_jupyter_console_interactive() -> None:
     from ptyprocess import PtyProcessUnicode
 
     jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
-    console = PtyProcessUnicode.spawn([jupyter, "console", "--kernel=codex-exec",
-                                       "--simple-prompt"], dimensions=(40, 120))  # fmt: skip
-    seen = ""
 
-    def expect(pattern: str, timeout: float = 60) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, seen):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} not seen in {seen[-2000:]!r}")
-            try:
-                seen += console.read(4096)
-            except EOFError:
-                raise AssertionError(f"console ended: {seen[-2000:]!r}") from None
+    class Console:
+        def __init__(self) -> None:
+            self.proc = PtyProcessUnicode.spawn(
+                [jupyter, "console", "--kernel=codex-exec", "--simple-prompt"],
+                dimensions=(40, 120),
+            )
+            self.seen = ""
 
+        def expect(self, pattern: str, timeout: float = 60) -> bool:
+            deadline = time.monotonic() + timeout
+            while not re.search(pattern, self.seen):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                ready, _, _ = select.select([self.proc.fd], [], [], left)
+                if ready:
+                    try:
+                        self.seen += self.proc.read(4096)
+                    except EOFError:
+                        return False
+            return True
+
+        def close(self) -> None:
+            if self.proc.isalive():
+                self.proc.terminate(force=True)
+
+    # jupyter_console 6.6 sometimes never shows the output of its first command (seen
+    # here in 5 of 8 starts with the stock python3 kernel too): a startup race of the
+    # console, upstream. As a user would, start it again until it works, then check
+    # the magics in it.
+    for _attempt in range(6):
+        console = Console()
+        if console.expect(r"In \[1\]") and (
+            console.proc.write("print('console-' + 'works')\r") or True
+        ) and console.expect("console-works", timeout=10):
+            break
+        console.close()
+    else:
+        raise AssertionError(f"no working jupyter console: {console.seen[-1000:]!r}")
     try:
-        expect(r"In \[1\]")
-        console.write("%exec echo $((6*7)) from console\r")
-        expect(r"42 from console")
-        console.write("%exec exit 5\r")
-        expect(r"ExecFailed.*exit status 5")
-        console.write("exit\r")
-        console.wait()
+        console.proc.write("%exec echo $((6*7)) from console\r")
+        assert console.expect(r"42 from console"), console.seen[-1000:]
+        console.proc.write("%exec exit 5\r")
+        assert console.expect(r"ExecFailed.*exit status 5"), console.seen[-1000:]
+        console.proc.write("exit\r")
+        console.proc.wait()
     finally:
-        if console.isalive():
-            console.terminate(force=True)
+        console.close()
