@@ -73,10 +73,18 @@ class Display:
         if text:  # past the head: keep a bounded tail, count what falls out
             self.tail.append((stream, text))
             self.tail_bytes += len(text)
-            while self.tail_bytes - len(self.tail[0][1]) >= self.limit // 2:
-                _, dropped = self.tail.popleft()
-                self.tail_bytes -= len(dropped)
-                self.skipped += len(dropped)
+            excess = self.tail_bytes - self.limit // 2
+            while excess > 0:  # trim by characters: one chunk may be larger than the tail
+                first_stream, first = self.tail[0]
+                if len(first) <= excess:
+                    self.tail.popleft()
+                    cut = len(first)
+                else:
+                    self.tail[0] = (first_stream, first[excess:])
+                    cut = excess
+                self.tail_bytes -= cut
+                self.skipped += cut
+                excess -= cut
 
     def finish(self, process_id: str) -> None:
         if self.quiet:
