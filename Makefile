@@ -25,8 +25,8 @@ chromium:
 
 ## Quickstart 1: set up and open JupyterLab with the codex-exec kernel and the Kernel Terminal.
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.port=$(PORT) --ServerApp.ip=127.0.0.1 --allow-root \
-	  --notebook-dir=examples examples/demo.ipynb
+	$(BIN)/jupyter lab examples/demo.ipynb --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## A scripted tour where no browser can be used.
 demo: setup
