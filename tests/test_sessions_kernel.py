@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 from kernel_helpers import blocking_client, start_kernel
@@ -100,3 +101,38 @@ def test_bad_session_ids_over_the_comm(session_home: str) -> None:
             assert client.request("session/list")["sessions"] == []
     finally:
         km.shutdown_kernel(now=True)
+
+
+def test_attach_magic_follows_until_interrupt_which_detaches(session_home: str) -> None:
+    km = _kernel(session_home)
+    kc = blocking_client(km)
+    try:
+        kc.execute_interactive(
+            "%exec --bg --id ticker sh -c 'i=0; while :; do echo tick $i; i=$((i+1)); "
+            "sleep 0.1; done'", timeout=30)  # fmt: skip
+        shown: list[str] = []
+        msg_id = kc.execute("%attach ticker")
+        deadline = time.monotonic() + 20
+        while "tick 3" not in "".join(shown):  # live output reaches the cell
+            assert time.monotonic() < deadline, shown
+            msg = kc.get_iopub_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                shown.append(msg["content"]["text"])
+        km.interrupt_kernel()
+        reply = _reply(kc, msg_id)
+        assert reply["content"]["status"] == "ok"  # interrupt detaches: not an error
+        from codex_exec_kernel.sessions.api import SessionManager
+        from codex_exec_kernel.sessions.config import SessionConfig
+
+        info = SessionManager(SessionConfig(home=session_home)).get("ticker")
+        assert info.status == "running"  # and the session goes on
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _reply(kc, msg_id: str) -> dict:
+    while True:
+        msg = kc.get_shell_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
