@@ -19,9 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .backend import ProcessBackend
 
-#: Output this soon after a write answers it (an echo): it is never held back.
-INTERACTIVE_SECONDS = 0.05
-
 if TYPE_CHECKING:
     from .table import ProcessTable
 
@@ -108,10 +105,7 @@ class ManagedProcess:
         self._pending_stream: str | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
-        self._last_output = float("-inf")
-        self._tokens = 0.0
-        self._last_input = float("-inf")
-        self._tokens_at = float("-inf")
+        self._expedite = False
         # flow control
         self._emitted_bytes = 0
         self._marks: deque[_Mark] = deque()
@@ -133,35 +127,21 @@ class ManagedProcess:
             if self._pending_len >= cap:
                 self._flush()
                 self._pending_stream = stream
-        now = self.loop.time()
-        quiet_before = now - self._last_output >= self.table.coalesce_idle
-        self._last_output = now
         if self._pending and self._flush_handle is None:
-            # Output after a quiet gap goes out at once: always when it answers input
-            # (an echoed keystroke, however fast the typing), else within a budget of
-            # immediate sends (a token bucket, so a fast drip cannot become a storm).
-            # Output arriving back to back (a flood) leaves at most once per window, or
-            # when a chunk is full, so a flood makes few large messages.
+            # The first output after a write answers it (an echoed keystroke, however
+            # fast the typing): it goes out at once, one such flush per write. Other
+            # output goes out at once when the last chunk left a window ago, else when
+            # the window ends or the chunk is full: a flood makes few large messages.
             due = self._last_flush + self.table.coalesce_window
-            answering = now - self._last_input < INTERACTIVE_SECONDS
-            if (quiet_before and (answering or self._take_token(now))) or now >= due:
+            if self._expedite or self.loop.time() >= due:
+                self._expedite = False
                 self._flush()
             else:
                 self._flush_handle = self.loop.call_at(due, self._flush)
 
     def note_input(self) -> None:
-        """Input was written: the output that answers it is interactive."""
-        self._last_input = self.loop.time()
-
-    def _take_token(self, now: float) -> bool:
-        rate = self.table.immediate_rate
-        burst = max(1.0, rate / 5)
-        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
-        self._tokens_at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+        """Input was written: the first output after it (its echo) is never held back."""
+        self._expedite = True
 
     def on_stream_eof(self, stream: str) -> None:
         self._flush()

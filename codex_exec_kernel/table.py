@@ -40,17 +40,6 @@ class ProcessTable(Configurable):
     coalesce_window = Float(
         0.005, config=True, help="Seconds of output gathered into one chunk (a few ms)."
     )
-    coalesce_idle = Float(
-        0.0005,
-        config=True,
-        help="Output after at least this many quiet seconds is sent at once, not coalesced.",
-    )
-    immediate_rate = Float(
-        200.0,
-        config=True,
-        help="Most chunks per second a process may send at once after quiet gaps "
-        "(bursts of a fifth of it); beyond, output waits for the coalescing window.",
-    )
     coalesce_max_bytes = Int(64 * KiB, config=True, help="Largest output chunk, in bytes.")
     flow_control_window = Int(
         4 * MiB,
