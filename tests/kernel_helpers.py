@@ -122,6 +122,14 @@ class RawComm:
         return out
 
 
+def reply_to(kc: BlockingKernelClient, msg_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The shell reply to ``msg_id`` (skipping replies to other requests)."""
+    while True:
+        msg = kc.get_shell_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg
+
+
 def create_subshell(kc: BlockingKernelClient) -> str:
     msg = kc.session.msg("create_subshell_request", {})
     kc.control_channel.send(msg)

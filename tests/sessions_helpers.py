@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from waiting import wait_until
 
 from codex_exec_kernel.sessions import wire
 from codex_exec_kernel.sessions.api import SessionManager
@@ -25,14 +26,7 @@ CLI = [sys.executable, "-m", "codex_exec_kernel.sessions.cli"]
 def poll(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",
          interval: float = 0.01) -> object:
     """Wait for ``predicate`` to be truthy, failing at the deadline (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval, message)
 
 
 def alive(pid: int | None) -> bool:

@@ -11,7 +11,7 @@ import time
 
 import nbformat
 import pytest
-from kernel_helpers import blocking_client, start_kernel
+from kernel_helpers import blocking_client, reply_to, start_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from waiting import pid_alive, wait_until
@@ -134,7 +134,7 @@ def test_interrupt_ends_sleep_within_2s_and_second_interrupt_kills() -> None:
                     km.interrupt_kernel()
                     if interrupts == 2:
                         time.sleep(0.3)  # two distinct presses, as a person would do
-                reply = _reply(kc, msg_id)
+                reply = reply_to(kc, msg_id)
                 assert time.monotonic() - t0 < 2.5
                 assert reply["content"]["status"] == "error"
                 wait_until(lambda pid=proc.pid: not pid_alive(pid), 2)
@@ -142,12 +142,6 @@ def test_interrupt_ends_sleep_within_2s_and_second_interrupt_kills() -> None:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
-
-def _reply(kc, msg_id: str) -> dict:
-    while True:
-        msg = kc.get_shell_msg(timeout=30)
-        if msg["parent_header"].get("msg_id") == msg_id:
-            return msg
 
 
 def test_stdin_through_input_requests() -> None:

@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from kernel_helpers import blocking_client, start_kernel
+from kernel_helpers import blocking_client, reply_to, start_kernel
 from waiting import pid_alive, wait_until
 
 from codex_exec_kernel.client import ExecClient, InvalidParams
@@ -119,7 +119,7 @@ def test_attach_magic_follows_until_interrupt_which_detaches(session_home: str) 
             if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
                 shown.append(msg["content"]["text"])
         km.interrupt_kernel()
-        reply = _reply(kc, msg_id)
+        reply = reply_to(kc, msg_id)
         assert reply["content"]["status"] == "ok"  # interrupt detaches: not an error
         from codex_exec_kernel.sessions.api import SessionManager
         from codex_exec_kernel.sessions.config import SessionConfig
@@ -130,9 +130,3 @@ def test_attach_magic_follows_until_interrupt_which_detaches(session_home: str) 
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
-
-def _reply(kc, msg_id: str) -> dict:
-    while True:
-        msg = kc.get_shell_msg(timeout=30)
-        if msg["parent_header"].get("msg_id") == msg_id:
-            return msg
