@@ -219,6 +219,17 @@ def _busy(kc) -> bool:
         return False
 
 
+def _printed(kc, msg_id: str, text: str) -> bool:
+    try:
+        while True:
+            msg = kc.get_iopub_msg(timeout=0.1)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                    and text in msg["content"]["text"]):
+                return True
+    except Exception:
+        return False
+
+
 def _wait_idle(kc) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -411,8 +422,10 @@ def test_kernel_manager_death_leaves_no_process(tmp_path) -> None:
 def test_interrupt_reaches_an_awaiting_cell_at_once(km, kc) -> None:
     """set_wakeup_fd: SIGINT wakes the loop, so `await asyncio.sleep(30)` ends at once
     (a stock ipykernel only notices when the sleep's timer fires)."""
-    msg_id = kc.execute("import asyncio\nawait asyncio.sleep(30)")
-    wait_until(lambda: _busy(kc), 10, message="the cell to start")
+    msg_id = kc.execute("import asyncio\nprint('in-cell', flush=True)\nawait asyncio.sleep(30)")
+    # Interrupt once the cell runs (ipykernel publishes `busy` before it installs the
+    # cell's SIGINT handler; a SIGINT in between is ignored, as in any kernel).
+    wait_until(lambda: _printed(kc, msg_id, "in-cell"), 10, message="the cell to run")
     t0 = time.monotonic()
     km.interrupt_kernel()
     while True:
