@@ -146,10 +146,7 @@ class LocalBackend(ProcessBackend):
             return
         name = self._readers.pop(fd)
         self.loop.remove_reader(fd)
-        if fd == self.child.pty_fd:
-            # Keep the master open for writes until close(); stop reading only.
-            pass
-        else:
+        if fd != self.child.pty_fd:  # a PTY master stays open for writes until close()
             os.close(fd)
         self._sink.on_stream_eof(name)
 

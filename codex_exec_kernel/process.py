@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -111,7 +111,6 @@ class ManagedProcess:
         self._marks: deque[_Mark] = deque()
         self._paused = False
         self._removal: asyncio.TimerHandle | None = None
-        self._on_closed: list[Callable[[ManagedProcess], None]] = []
 
     # ------------------------------------------------------------------ sink
     def on_output(self, stream: str, data: bytes) -> None:
@@ -183,8 +182,6 @@ class ManagedProcess:
         self._resume_if_paused()
         self.backend.close()
         self._removal = self.loop.call_later(self.table.retention_seconds, self._expire)
-        for callback in self._on_closed:
-            callback(self)
 
     def _expire(self) -> None:
         self.table.remove(self)
@@ -295,10 +292,6 @@ class ManagedProcess:
         """Called when a subscriber's congestion changes."""
         self._update_pause()
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
     # ------------------------------------------------------------------ views
     def read(self, after_seq: int, max_bytes: int | None) -> dict[str, Any]:
         chunks: list[Event] = []
@@ -349,9 +342,6 @@ class ManagedProcess:
         if len(self.write_ids) > self.table.write_id_memory:
             self.write_ids.pop(next(iter(self.write_ids)))
         return True
-
-    def add_close_callback(self, callback: Callable[[ManagedProcess], None]) -> None:
-        self._on_closed.append(callback)
 
     def cancel_removal(self) -> None:
         if self._removal is not None:
