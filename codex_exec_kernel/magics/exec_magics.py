@@ -51,9 +51,6 @@ class ExecMagics(Magics):
         help="Seconds a cell waits after the exit for output held open by background children.",
     )
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)
-
     # ------------------------------------------------------------------ plumbing
     @property
     def service(self) -> ExecService:
