@@ -43,10 +43,6 @@ class IOThread:
         self.loop.call_soon(self._started.set)
         self.loop.run_forever()
 
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O loop, from any thread, without waiting."""
         self.loop.call_soon_threadsafe(fn, *args)

@@ -3,14 +3,14 @@
 Everything the Python kernel does keeps working; on top, comm target ``codex.exec``
 speaks the protocol of ``docs/protocol.md``. The table and its plumbing are an
 :class:`~codex_exec_kernel.service.ExecService` (own I/O thread, so a busy cell never
-freezes a terminal; control-channel routing for clients without subshells).
+freezes a terminal; control-channel routing for clients without subshells; the
+table ends with the kernel; SIGINT wakes awaiting cells).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -33,56 +33,8 @@ class CodexExecKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.exec_service = ExecService.attach(self)
-        self._install_wakeup_fd()
         if self.load_magics and self.shell is not None:
             self.shell.extension_manager.load_extension("codex_exec_kernel")
-
-    @property
-    def io(self) -> Any:
-        return self.exec_service.io
-
-    @property
-    def process_table(self) -> Any:
-        return self.exec_service.table
-
-    # ------------------------------------------------------------------ signals
-    def _install_wakeup_fd(self) -> None:
-        """Let SIGINT wake the main loop at once, so awaiting code sees interrupts promptly."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            import asyncio
-
-            loop = asyncio.get_event_loop()
-            rsock, wsock = socket.socketpair()
-            rsock.setblocking(False)
-            wsock.setblocking(False)
-            old = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-            if old != -1:  # someone (asyncio) already has one: keep theirs
-                signal.set_wakeup_fd(old)
-                rsock.close()
-                wsock.close()
-                return
-
-            def drain() -> None:
-                try:
-                    while rsock.recv(4096):
-                        pass
-                except (BlockingIOError, InterruptedError):
-                    pass
-
-            loop.add_reader(rsock.fileno(), drain)
-            self._wakeup_socks = (rsock, wsock)
-        except (ValueError, RuntimeError, OSError) as exc:
-            self.log.debug("codex-exec: no wakeup fd: %s", exc)
-
-    # ------------------------------------------------------------------ lifecycle
-    def do_shutdown(self, restart: bool) -> Any:
-        """Shutdown and restart end every process in the table (whole process groups)."""
-        self.exec_service.stop()
-        return super().do_shutdown(restart)
 
 
 def _terminate_handler(kernel: CodexExecKernel) -> Any:

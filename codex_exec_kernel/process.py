@@ -90,7 +90,6 @@ class ManagedProcess:
         self.first_retained_seq = 1
         self.exited = False
         self.exit_code: int | None = None
-        self.exit_signal: str | None = None
         self.closed = False
         self.failure: str | None = None
         #: Per-entry retention cap (e.g. %exec keeps more); None: the table's.
@@ -151,7 +150,6 @@ class ManagedProcess:
         self._flush()
         self.exited = True
         self.exit_code = exit_code
-        self.exit_signal = signal_name
         self._append(Event(self._take_seq(), "exited", exit_code=exit_code, signal=signal_name))
         self._maybe_close()
 

@@ -48,8 +48,6 @@ SIGNALS: dict[str, int] = {
     "winch": _signal.SIGWINCH,
 }
 
-STREAMS = ("stdout", "stderr", "pty")
-
 
 class ProtocolError(Exception):
     """An error answered to the caller as a JSON-RPC error object."""

@@ -9,7 +9,12 @@ work there too. One service per kernel, kept on the kernel object (no globals).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import socket
+import threading
 from typing import Any
 
 from traitlets import Float, Int
@@ -44,8 +49,6 @@ class ExecService(Configurable):
         super().__init__(**kwargs)
         self.kernel = kernel
         self.io = IOThread(config=self._table_config(), server_name="codex-exec kernel")
-        import os
-
         self.io.table.default_cwd = os.getcwd()
         self.watchdog = Watchdog(grace=self.watchdog_grace)
         self.io.table.on_group_started.append(self.watchdog.register)
@@ -71,7 +74,49 @@ class ExecService(Configurable):
         if service is None:
             service = cls(kernel, parent=kernel, **kwargs)
             setattr(kernel, _ATTR, service)
+            service._end_with_kernel()
+            service._install_wakeup_fd()
         return service
+
+    def _end_with_kernel(self) -> None:
+        """Shutdown and restart of the kernel end every process in the table."""
+        original = self.kernel.do_shutdown
+
+        def do_shutdown(restart: bool) -> Any:
+            self.stop()
+            return original(restart)
+
+        self.kernel.do_shutdown = do_shutdown
+
+    def _install_wakeup_fd(self) -> None:
+        """Let SIGINT wake the kernel's main loop at once, so awaiting code (an
+        ``await asyncio.sleep(30)`` cell) sees an interrupt promptly, not when its
+        timer fires. Only from the main thread, and only if nobody installed one."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_event_loop()
+            rsock, wsock = socket.socketpair()
+            rsock.setblocking(False)
+            wsock.setblocking(False)
+            old = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+            if old != -1:  # someone (asyncio) already has one: keep theirs
+                signal.set_wakeup_fd(old)
+                rsock.close()
+                wsock.close()
+                return
+
+            def drain() -> None:
+                try:
+                    while rsock.recv(4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+
+            loop.add_reader(rsock.fileno(), drain)
+            self._wakeup_socks = (rsock, wsock)
+        except (ValueError, RuntimeError, OSError) as exc:
+            log.debug("codex-exec: no wakeup fd: %s", exc)
 
     def _table_config(self) -> Config:
         config = Config()

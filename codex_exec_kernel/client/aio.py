@@ -47,12 +47,12 @@ class AsyncProcess:
         self.signal: str | None = None
         self.exited = asyncio.Event()
         self.closed = asyncio.Event()
-        self.lost_bytes_before: int | None = None  # seq where retained output began, if lost
+        #: Set when output was evicted before we could read it: the first seq still held.
+        self.lost_before_seq: int | None = None
         self._expected = after_seq + 1
         self._held: dict[int, tuple[str, dict[str, Any], list[bytes]]] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._refilling = False
-        self._iterating = False
 
     # ------------------------------------------------------------------ events in
     def _on_event(self, method: str, params: dict[str, Any], buffers: list[bytes]) -> None:
@@ -91,7 +91,7 @@ class AsyncProcess:
                 after = self._expected - 1
                 result = await self.read(after_seq=after)
                 if result["firstRetainedSeq"] > self._expected:
-                    self.lost_bytes_before = result["firstRetainedSeq"]
+                    self.lost_before_seq = result["firstRetainedSeq"]
                 for c in result["chunks"]:
                     if c["seq"] >= self._expected:
                         self._apply("process/output", {**c}, result["_buffers"])
@@ -158,12 +158,9 @@ class AsyncProcess:
             "process/resize", {"processId": self.process_id, "rows": rows, "cols": cols}
         )
 
-    async def signal_(self, name: str) -> None:
-        await self.client.request("process/signal", {"processId": self.process_id, "signal": name})
-
     async def send_signal(self, name: str) -> None:
         """Send a signal by protocol name (``interrupt``, ``kill``...) to the process group."""
-        await self.signal_(name)
+        await self.client.request("process/signal", {"processId": self.process_id, "signal": name})
 
     async def terminate(self, grace_ms: int = 2000) -> bool:
         result = await self.client.request(

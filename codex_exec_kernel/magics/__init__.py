@@ -21,23 +21,9 @@ def load_ipython_extension(ipython: Any) -> None:
     if kernel is not None:
         from ..service import ExecService
 
-        service = ExecService.attach(kernel)
-        _end_with_kernel(kernel, service)
+        ExecService.attach(kernel)  # table, comm target, shutdown hook: once per kernel
     magics = ExecMagics(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so `%config ExecMagics.x = ...` reaches it
     ipython.register_magics(SessionMagics(shell=ipython))
 
-
-def _end_with_kernel(kernel: Any, service: Any) -> None:
-    """In a stock kernel, shutdown/restart must end the table's processes too."""
-    if getattr(kernel, "_codex_exec_shutdown_hooked", False) or hasattr(kernel, "exec_service"):
-        return
-    original = kernel.do_shutdown
-
-    def do_shutdown(restart: bool) -> Any:
-        service.stop()
-        return original(restart)
-
-    kernel.do_shutdown = do_shutdown
-    kernel._codex_exec_shutdown_hooked = True
