@@ -168,7 +168,10 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def register(self, method: str, handler: Handler) -> None:
-        """Add a method (e.g. ``session/*``). Gated by the handshake like ``process/*``."""
+        """Add a method (e.g. ``session/*``). Gated by the handshake like ``process/*``.
+
+        The handler returns the result, or a :class:`Reply` (with buffers), or an
+        awaitable of either."""
         self.handlers[method] = handler
 
     # ------------------------------------------------------------------ connections
@@ -234,11 +237,7 @@ class Dispatcher:
         self._answer(state, msg, result)
 
     def _answer(self, state: ConnectionState, msg: Message, result: Any) -> None:
-        reply = result if isinstance(result, Reply) else None
-        if reply is None and isinstance(result, tuple) and len(result) == 2:
-            reply = Reply(result[0], result[1])
-        if reply is None:
-            reply = Reply(result)
+        reply = result if isinstance(result, Reply) else Reply(result)
         if msg.is_request:
             state.send(response(msg.id, reply.result), reply.buffers or [])
         if reply.after is not None:

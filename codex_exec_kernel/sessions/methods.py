@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from ..dispatcher import Reply
 from ..protocol import (
     MAX_WAIT_MS,
     SpawnSpec,
@@ -132,7 +133,7 @@ class SessionMethods:
             "nextOffset": chunk.next_offset,
             "size": chunk.size,
         }
-        return (result, out) if out else result
+        return Reply(result, out)
 
     async def signal(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
         r = _Reader(params)
