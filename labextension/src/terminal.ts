@@ -16,6 +16,7 @@ import { WebLinksAddon } from '@xterm/addon-web-links';
 import { Terminal } from '@xterm/xterm';
 
 import { ExecConnection, UnsupportedKernelError } from './connection';
+import { CursorBlink } from './cursor';
 import { IKernelLease, KernelPool } from './kernels';
 import { IStartResult, RpcError, SignalName } from './protocol';
 import { IStreamSink, ProcessStream } from './stream';
@@ -90,7 +91,8 @@ export class KernelTerminal extends Widget {
       fontFamily: this._fontFamily(),
       lineHeight: this._settings.lineHeight,
       scrollback: this._settings.scrollback,
-      cursorBlink: this._settings.cursorBlink,
+      // Blinking is ours (see cursor.ts): xterm's CSS animation slows every echo.
+      cursorBlink: false,
       theme: terminalTheme(this._isLight),
       allowProposedApi: false
     });
@@ -113,6 +115,8 @@ export class KernelTerminal extends Widget {
     });
     this._term.onResize(() => this._scheduleResize());
     this._term.attachCustomKeyEventHandler(event => this._keyFilter(event));
+    this._cursorBlink = new CursorBlink(this.node);
+    this._cursorBlink.enabled = this._settings.cursorBlink;
   }
 
   /** The xterm.js terminal (tests read its buffer). */
@@ -160,7 +164,7 @@ export class KernelTerminal extends Widget {
     this._term.options.fontFamily = this._fontFamily();
     this._term.options.lineHeight = settings.lineHeight;
     this._term.options.scrollback = settings.scrollback;
-    this._term.options.cursorBlink = settings.cursorBlink;
+    this._cursorBlink.enabled = settings.cursorBlink;
     this._scheduleFit();
   }
 
@@ -199,6 +203,7 @@ export class KernelTerminal extends Widget {
     this._stream?.dispose();
     this._conn?.dispose();
     this._lease?.release();
+    this._cursorBlink.dispose();
     this._term.dispose();
     super.dispose();
   }
@@ -408,7 +413,10 @@ export class KernelTerminal extends Widget {
   // ---- output -------------------------------------------------------------
 
   private _sink: IStreamSink = {
-    write: (data, done) => this._term.write(data, done),
+    write: (data, done) => {
+      this._cursorBlink.reset(); // first: after typing, xterm parses within write()
+      this._term.write(data, done);
+    },
     exited: (exitCode, signal) => {
       this._exitShown = true;
       const how = signal ? `killed by ${signal}` : `exited with code ${exitCode}`;
@@ -609,6 +617,7 @@ export class KernelTerminal extends Widget {
   private _body: HTMLDivElement;
   private _term: Terminal;
   private _fitAddon: FitAddon;
+  private _cursorBlink: CursorBlink;
   private _opened = false;
   private _ready = new PromiseDelegateLite();
   private _inputQueue: Uint8Array[] = [];
