@@ -90,6 +90,7 @@ class ManagedProcess:
         self.first_retained_seq = 1
         self.exited = False
         self.exit_code: int | None = None
+        self.signal: str | None = None
         self.closed = False
         self.failure: str | None = None
         #: Per-entry retention cap (e.g. %exec keeps more); None: the table's.
@@ -150,6 +151,7 @@ class ManagedProcess:
         self._flush()
         self.exited = True
         self.exit_code = exit_code
+        self.signal = signal_name
         self._append(Event(self._take_seq(), "exited", exit_code=exit_code, signal=signal_name))
         self._maybe_close()
 
@@ -328,6 +330,7 @@ class ManagedProcess:
             "startedAt": self.info.started_at,
             "exited": self.exited,
             "exitCode": self.exit_code,
+            "signal": self.signal,
             "closed": self.closed,
             "nextSeq": self.next_seq,
         }

@@ -493,8 +493,12 @@ def test_list_fields(server: StdioClient) -> None:
     assert entry["tty"] is False and entry["title"] == "napper"
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$", entry["startedAt"])
     assert entry["exited"] is False and entry["exitCode"] is None and entry["closed"] is False
-    assert entry["nextSeq"] == 1
-    server.request("process/terminate", {"processId": started["processId"], "graceMs": 100})
+    assert entry["signal"] is None and entry["nextSeq"] == 1
+    server.request("process/signal", {"processId": started["processId"], "signal": "kill"})
+    server.wait_closed(started["processId"])
+    (entry,) = server.request("process/list")["processes"]
+    assert entry["exited"] is True and entry["exitCode"] == 128 + 9
+    assert entry["signal"] == "SIGKILL"
 
 
 def test_subscribe_replays_then_streams(server: StdioClient) -> None:

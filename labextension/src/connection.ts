@@ -103,13 +103,14 @@ export class ExecConnection implements IDisposable {
         throw err;
       }
     }
-    await loadExtension(kernel, options.kernelInfo ?? (await kernel.info));
+    const printed = await loadExtension(kernel, options.kernelInfo ?? (await kernel.info));
     try {
       return await ExecConnection._openOnce(kernel, options);
     } catch (err) {
       if (err instanceof TargetMissingError) {
+        const said = printed.trim() ? ` It printed: ${printed.trim()}` : '';
         throw new UnsupportedKernelError(
-          '%load_ext codex_exec_kernel ran but the kernel still has no "codex.exec" comm target.'
+          `%load_ext codex_exec_kernel ran but the kernel still has no "codex.exec" comm target.${said}`
         );
       }
       throw err;
@@ -372,9 +373,11 @@ function toProcessEvent(data: INotification, buffers: Buffers): ProcessEvent | n
 
 /**
  * Run `%load_ext codex_exec_kernel` silently; throw an
- * {@link UnsupportedKernelError} that says why when it cannot work.
+ * {@link UnsupportedKernelError} that says why when it cannot work. Returns
+ * what the magic printed: IPython reports some failures ("... is not an
+ * IPython extension") as text with an "ok" reply.
  */
-async function loadExtension(kernel: Kernel.IKernelConnection, info: KernelMessage.IInfoReply): Promise<void> {
+async function loadExtension(kernel: Kernel.IKernelConnection, info: KernelMessage.IInfoReply): Promise<string> {
   const language = info.language_info?.name ?? '';
   if (language.toLowerCase() !== 'python') {
     throw new UnsupportedKernelError(
@@ -387,6 +390,12 @@ async function loadExtension(kernel: Kernel.IKernelConnection, info: KernelMessa
     { code: '%load_ext codex_exec_kernel', silent: true, store_history: false, allow_stdin: false },
     true
   );
+  let printed = '';
+  future.onIOPub = msg => {
+    if (KernelMessage.isStreamMsg(msg)) {
+      printed += msg.content.text;
+    }
+  };
   const reply = await future.done;
   const content = reply.content as KernelMessage.IExecuteReplyMsg['content'] & {
     ename?: string;
@@ -402,5 +411,5 @@ async function loadExtension(kernel: Kernel.IKernelConnection, info: KernelMessa
       `The kernel "${kernel.name}" has no "codex.exec" comm target and %load_ext codex_exec_kernel failed: ${why}.`
     );
   }
+  return printed;
 }
-

@@ -36,6 +36,8 @@ export namespace CommandIDs {
   export const copy = 'codex-exec:copy';
   export const paste = 'codex-exec:paste';
   export const showSessions = 'codex-exec:show-processes';
+  export const increaseFont = 'codex-exec:increase-font-size';
+  export const decreaseFont = 'codex-exec:decrease-font-size';
 }
 
 export const terminalIcon = new LabIcon({
@@ -236,6 +238,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }).catch(err => console.warn('codex-exec: settings not loaded', err));
     }
     themeManager?.themeChanged.connect(() => tracker.forEach(w => w.setTheme(isLight())));
+    // Font size steps write the setting, so they persist and reach every panel.
+    const stepFont = async (delta: number) => {
+      const size = Math.min(72, Math.max(6, settings.fontSize + delta));
+      if (settingRegistry) {
+        await settingRegistry.set(PLUGIN_ID, 'fontSize', size);
+      } else {
+        applySettings({ ...settings, fontSize: size });
+      }
+    };
+    app.commands.addCommand(CommandIDs.increaseFont, {
+      label: 'Increase Kernel Terminal Font Size',
+      execute: () => stepFont(1)
+    });
+    app.commands.addCommand(CommandIDs.decreaseFont, {
+      label: 'Decrease Kernel Terminal Font Size',
+      execute: () => stepFont(-1)
+    });
+    palette?.addItem({ command: CommandIDs.increaseFont, category: 'Kernel Terminal' });
+    palette?.addItem({ command: CommandIDs.decreaseFont, category: 'Kernel Terminal' });
 
     // `%terminal` outputs.
     if (rendermime) {

@@ -118,6 +118,8 @@ export interface IProcessInfo {
   startedAt: string;
   exited: boolean;
   exitCode: number | null;
+  /** The signal that ended it (an extension of process/list), else null. */
+  signal?: string | null;
   closed: boolean;
   nextSeq: number;
 }
@@ -129,6 +131,7 @@ export interface ISessionInfo {
   tty: boolean;
   status: 'running' | 'exited' | 'lost';
   exitCode: number | null;
+  signal?: string | null;
   createdAt: string;
   endedAt: string | null;
   outputBytes: number;

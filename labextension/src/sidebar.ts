@@ -217,7 +217,7 @@ export class SessionsSidebar extends Widget {
       this._processBody.appendChild(emptyRow('No processes.'));
     }
     for (const p of processes) {
-      const status = p.closed ? `closed (${p.exitCode})` : p.exited ? `exited (${p.exitCode})` : 'running';
+      const status = p.exited || p.closed ? ended(p.exitCode, p.signal) : 'running';
       const row = this._row(
         p.processId,
         status,
@@ -246,7 +246,7 @@ export class SessionsSidebar extends Widget {
       this._sessionBody.appendChild(emptyRow('No background sessions.'));
     }
     for (const s of sessions) {
-      const status = s.status === 'exited' ? `exited (${s.exitCode})` : s.status;
+      const status = s.status === 'exited' ? ended(s.exitCode, s.signal) : s.status;
       const row = this._row(
         s.id,
         status,
@@ -327,6 +327,11 @@ function button(label: string, title: string, onClick: () => void): HTMLButtonEl
   b.dataset.action = label.toLowerCase();
   b.addEventListener('click', onClick);
   return b;
+}
+
+/** How an ended process is shown: "exited (2)" or "killed (SIGTERM)". */
+function ended(exitCode: number | null, signal?: string | null): string {
+  return signal ? `killed (${signal})` : `exited (${exitCode ?? '?'})`;
 }
 
 function signalSelect(send: (signal: SignalName) => void): HTMLSelectElement {

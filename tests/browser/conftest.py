@@ -170,7 +170,50 @@ def jupyter_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
     env.pop("JUPYTER_DATA_DIR", None)
     ensure_kernelspec(env)
+    write_kernelspec_without_package(data / "kernels" / NO_PACKAGE_KERNEL)
+    write_kernelspec_with_shadowed_package(data / "kernels" / SHADOWED_PACKAGE_KERNEL)
     return env
+
+
+#: A plain ipykernel that cannot import codex_exec_kernel, as when the package is
+#: missing from the kernel's environment.
+NO_PACKAGE_KERNEL = "python-no-codex"
+#: A plain ipykernel where another module named codex_exec_kernel (not an IPython
+#: extension) comes first on the path.
+SHADOWED_PACKAGE_KERNEL = "python-shadowed-codex"
+
+
+def write_kernelspec_without_package(where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "launch.py").write_text(
+        "import sys\n\n\n"
+        "class HidePackage:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'codex_exec_kernel':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n\n\n"
+        "sys.meta_path.insert(0, HidePackage())\n"
+        "from ipykernel.kernelapp import launch_new_instance\n\n"
+        "launch_new_instance()\n"
+    )
+    spec = {
+        "argv": [sys.executable, str(where / "launch.py"), "-f", "{connection_file}"],
+        "display_name": "Python (without codex-exec-kernel)",
+        "language": "python",
+    }
+    (where / "kernel.json").write_text(json.dumps(spec))
+
+
+def write_kernelspec_with_shadowed_package(where: Path) -> None:
+    shadow = where / "shadow" / "codex_exec_kernel"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "__init__.py").write_text('"""Not the extension."""\n')
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (another codex_exec_kernel first on the path)",
+        "language": "python",
+        "env": {"PYTHONPATH": str(where / "shadow")},
+    }
+    (where / "kernel.json").write_text(json.dumps(spec))
 
 
 class LabServer:
@@ -390,3 +433,30 @@ def scratch_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="kt-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def new_notebook(lab, code: str | None = None, kernel: str = "codex-exec") -> dict:
+    """Create a notebook on ``kernel``; optionally run ``code`` in its first cell."""
+    return lab.page.evaluate(
+        """async ([kernelName, code]) => {
+            const app = window.jupyterapp;
+            const panel = await app.commands.execute('notebook:create-new', {kernelName});
+            await panel.context.ready;
+            await panel.sessionContext.ready;
+            const deadline = Date.now() + 60000;
+            while (!panel.sessionContext.session?.kernel && Date.now() < deadline) {
+              await new Promise(r => panel.sessionContext.kernelChanged.connect(r));
+            }
+            const kernel = panel.sessionContext.session.kernel;
+            await kernel.info;
+            if (code !== null) {
+              panel.content.activeCell.model.sharedModel.setSource(code);
+              app.shell.activateById(panel.id);
+              // Not awaited: run-cell resolves only when the cell finishes.
+              window.__cellDone = false;
+              app.commands.execute('notebook:run-cell').then(() => { window.__cellDone = true; });
+            }
+            return {id: panel.id, kernelId: kernel.id, kernelName: kernel.name};
+        }""",
+        [kernel, code],
+    )

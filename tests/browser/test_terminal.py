@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import RESULTS_DIR, ROOT
+from conftest import RESULTS_DIR, ROOT, new_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -24,33 +24,6 @@ def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
-
-
-def new_notebook(lab, code: str | None = None, kernel: str = "codex-exec") -> dict:
-    """Create a notebook on ``kernel``; optionally run ``code`` in its first cell."""
-    return lab.page.evaluate(
-        """async ([kernelName, code]) => {
-            const app = window.jupyterapp;
-            const panel = await app.commands.execute('notebook:create-new', {kernelName});
-            await panel.context.ready;
-            await panel.sessionContext.ready;
-            const deadline = Date.now() + 60000;
-            while (!panel.sessionContext.session?.kernel && Date.now() < deadline) {
-              await new Promise(r => panel.sessionContext.kernelChanged.connect(r));
-            }
-            const kernel = panel.sessionContext.session.kernel;
-            await kernel.info;
-            if (code !== null) {
-              panel.content.activeCell.model.sharedModel.setSource(code);
-              app.shell.activateById(panel.id);
-              // Not awaited: run-cell resolves only when the cell finishes.
-              window.__cellDone = false;
-              app.commands.execute('notebook:run-cell').then(() => { window.__cellDone = true; });
-            }
-            return {id: panel.id, kernelId: kernel.id, kernelName: kernel.name};
-        }""",
-        [kernel, code],
-    )
 
 
 def test_echo_42(lab):
@@ -227,12 +200,17 @@ def test_cursor_blinks_without_css_animation(lab):
     lab.focus(wid)
     off = "(id) => window.__kt.widget(id).node.classList.contains('jp-mod-cursorOff')"
     # xterm's own blink (an endless CSS animation) stays off.
-    assert lab.page.evaluate(
-        "(id) => window.__kt.widget(id).terminal.options.cursorBlink", wid
-    ) is False
-    assert lab.page.evaluate(
-        "(id) => window.__kt.widget(id).node.querySelectorAll('.xterm-cursor-blink').length", wid
-    ) == 0
+    assert (
+        lab.page.evaluate("(id) => window.__kt.widget(id).terminal.options.cursorBlink", wid)
+        is False
+    )
+    assert (
+        lab.page.evaluate(
+            "(id) => window.__kt.widget(id).node.querySelectorAll('.xterm-cursor-blink').length",
+            wid,
+        )
+        == 0
+    )
     cursor_bg = (
         "(id) => getComputedStyle(window.__kt.widget(id).node.querySelector('.xterm-cursor'))"
         ".backgroundColor"
@@ -413,6 +391,9 @@ def test_sidebar_attaches_background_session(lab, lab_server):
     wid2 = lab.page.evaluate("() => window.__kt.terminals().find(w => w.state.sessionId).id")
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
     lab.wait_for_text(wid2, "bg-21-hello", timeout=20)
+    # Signal it from the sidebar: the row then says how it ended.
+    row.locator(".jp-KernelProcesses-signal").select_option("terminate")
+    row.locator(".jp-KernelProcesses-status", has_text="killed (SIGTERM)").wait_for(timeout=20000)
     lab.page.once("dialog", lambda d: d.accept())
     row.locator("button[data-action='delete']").click()
     row.wait_for(state="detached", timeout=20000)
