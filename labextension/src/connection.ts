@@ -208,8 +208,8 @@ export class ExecConnection implements IDisposable {
     return delegate.promise.finally(() => window.clearTimeout(timer)) as Promise<T>;
   }
 
-  /** Send a notification (no reply). */
-  notify(method: string, params?: JSONObject): void {
+  /** Send a notification (no reply); `buffers` as in {@link request}. */
+  notify(method: string, params?: JSONObject, buffers?: ArrayBufferView[]): void {
     if (this._disconnect) {
       return;
     }
@@ -218,15 +218,10 @@ export class ExecConnection implements IDisposable {
       data.params = params;
     }
     try {
-      this._comm.send(data, undefined, [], true);
+      this._comm.send(data, undefined, buffers ?? [], true);
     } catch {
       // The comm is going away; `ended` will tell the owner.
     }
-  }
-
-  /** Write bytes to a process's stdin / PTY as one binary buffer. */
-  write(processId: string, bytes: Uint8Array): Promise<{ status: string }> {
-    return this.request('process/write', { processId, chunk: { buffer: 0 } }, [bytes], 30000);
   }
 
   /** Close the comm; the kernel's processes go on. */

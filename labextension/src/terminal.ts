@@ -436,7 +436,7 @@ export class KernelTerminal extends Widget {
 
   // ---- input --------------------------------------------------------------
 
-  /** Queue keystrokes; one `process/write` per batch (see below). */
+  /** Keystrokes go out at once (see `_flushInput`). */
   private _input(bytes: Uint8Array): void {
     if (this._canRestart) {
       if (bytes.includes(13)) {
@@ -445,27 +445,18 @@ export class KernelTerminal extends Widget {
       return;
     }
     this._inputQueue.push(bytes);
-    if (this._writesInFlight === 0) {
-      // Nothing outstanding: send at once, a lone keystroke waits for nothing.
-      this._flushInput();
-      return;
-    }
-    if (this._flushScheduled) {
-      return;
-    }
-    // A write is on its way: gather what follows into one batch, sent when
-    // that write is answered or at the next animation frame, whichever is
-    // first. The timer covers hidden tabs, where frames do not run.
-    this._flushScheduled = true;
-    const flush = () => this._flushInput();
-    this._flushRaf = requestAnimationFrame(flush);
-    this._flushTimer = window.setTimeout(flush, 50);
+    this._flushInput();
   }
 
+  /**
+   * Send queued input as one `process/write` *notification*. No response comes
+   * back, so a keystroke costs one message to the kernel, and its echo plus the
+   * kernel's busy/idle status back: the fewest the protocol allows. The comm
+   * keeps the order. A write the kernel refuses (the process just ended) needs
+   * no answer either: the process's exit event tells the user. Input typed
+   * before the shell runs waits in the queue until it does.
+   */
   private _flushInput(): void {
-    cancelAnimationFrame(this._flushRaf);
-    window.clearTimeout(this._flushTimer);
-    this._flushScheduled = false;
     const processId = this._state.processId;
     if (!this._inputQueue.length || !this._conn || !processId || !this._stream || this._conn.disconnect) {
       return;
@@ -484,16 +475,7 @@ export class KernelTerminal extends Widget {
       at += chunk.byteLength;
     }
     this._inputQueue = [];
-    this._writesInFlight++;
-    this._conn
-      .write(processId, bytes)
-      .catch(err => console.warn('codex-exec: write failed', err))
-      .finally(() => {
-        this._writesInFlight--;
-        if (this._writesInFlight === 0 && this._inputQueue.length) {
-          this._flushInput();
-        }
-      });
+    this._conn.notify('process/write', { processId, chunk: { buffer: 0 } }, [bytes]);
   }
 
   /** Let the browser copy (Ctrl+C with a selection) and paste (Ctrl+V). */
@@ -621,10 +603,6 @@ export class KernelTerminal extends Widget {
   private _opened = false;
   private _ready = new PromiseDelegateLite();
   private _inputQueue: Uint8Array[] = [];
-  private _flushScheduled = false;
-  private _writesInFlight = 0;
-  private _flushRaf = 0;
-  private _flushTimer = 0;
   private _fitRaf = 0;
   private _resizeTimer = 0;
   private _lastSize = '';

@@ -150,6 +150,8 @@ def test_colours_follow_sgr_and_the_jupyterlab_theme(lab):
         lab.execute("apputils:change-theme", {"theme": "JupyterLab Dark"})
         lab.page.wait_for_function(f"([id, bg]) => ({theme})(id) !== bg", arg=[wid, light])
         dark = lab.page.evaluate(theme, wid)
+        lab.page.locator("#jupyterlab-splash").wait_for(state="detached")
+        lab.run(wid, "clear; ls --color=always -F / | head -12; echo dark-$((1+1))", "dark-2")
         lab.screenshot("kernel-terminal-dark.png", wid)
     finally:
         lab.execute("apputils:change-theme", {"theme": "JupyterLab Light"})

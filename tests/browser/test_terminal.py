@@ -125,7 +125,27 @@ def test_keystroke_latency(lab):
     lab.wait_prompt(wid)
     lab.focus(wid)
     ours = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
+    # Count the panel's comm traffic: one process/write notification per keystroke,
+    # and no response coming back for it.
+    lab.page.evaluate(
+        """(id) => {
+            const conn = window.__kt.widget(id)._conn;
+            const counts = window.__commCounts = {writes: 0, responses: 0};
+            conn.kernel.anyMessage.connect((_, {direction, msg}) => {
+                if (msg.header.msg_type !== 'comm_msg' || msg.content.comm_id !== conn.commId) {
+                    return;
+                }
+                const data = msg.content.data;
+                if (direction === 'send' && data.method === 'process/write') counts.writes++;
+                if (direction === 'recv' && data.method === undefined) counts.responses++;
+            });
+        }""",
+        wid,
+    )
     samples, frames = time_keystrokes(lab, ours)
+    counts = lab.page.evaluate("() => window.__commCounts")
+    assert counts["writes"] == len(samples) + 4, counts  # + one Ctrl+U per 50 keys
+    assert counts["responses"] == 0, counts
     stock = open_jupyterlab_terminal(lab)
     stock_samples, stock_frames = time_keystrokes(lab, stock)
     # The stock terminal again without its blinking cursor (see src/cursor.ts for why).
@@ -139,17 +159,21 @@ def test_keystroke_latency(lab):
         """async (id) => {
             const w = window.__kt.widget(id);
             const term = w.terminal, conn = w._conn, pid = w._state.processId;
+            // As the panel sends keystrokes: a process/write notification.
+            const write = text => conn.notify(
+                'process/write', {processId: pid, chunk: {buffer: 0}},
+                [new TextEncoder().encode(text)]);
             const out = [];
             for (let i = 0; i < 100; i++) {
                 const t0 = performance.now();
                 const parsed = new Promise(r => {
                     const d = term.onWriteParsed(() => { d.dispose(); r(performance.now()); });
                 });
-                conn.write(pid, new TextEncoder().encode('x'));
+                write('x');
                 out.push(await parsed - t0);
                 await new Promise(r => setTimeout(r, 10));
             }
-            conn.write(pid, new TextEncoder().encode('\x15'));
+            write('\x15');
             return out;
         }""",
         wid,
@@ -177,8 +201,8 @@ def test_keystroke_latency(lab):
         ),
         "write_to_echo_p50_ms": round(statistics.median(direct), 2),
         "write_to_echo_p99_ms": round(percentile(direct, 99), 2),
-        "write_to_echo_what": "the panel's process/write of one byte until xterm parsed the "
-        "echo (no keyboard events), 100 times",
+        "write_to_echo_what": "the panel's process/write notification of one byte until xterm "
+        "parsed the echo (no keyboard events), 100 times",
         "browser": "headless Debian chromium",
         "server": "jupyter lab on loopback with codex_exec_kernel.serverext (TCP_NODELAY)",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
