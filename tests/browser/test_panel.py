@@ -71,7 +71,11 @@ def test_opens_from_launcher_palette_and_notebook_context_menu(lab):
     lab.execute("apputils:activate-command-palette")
     palette = lab.page.locator(".lm-CommandPalette-input")
     palette.fill("New Kernel Terminal")
-    lab.page.locator(".lm-CommandPalette-item", has_text="New Kernel Terminal").first.click()
+    # Enter runs the highlighted item (the palette re-renders too often to click).
+    lab.page.locator(
+        ".lm-CommandPalette-item.lm-mod-active", has_text="New Kernel Terminal"
+    ).wait_for()
+    palette.press("Enter")
     wid = wait_new_terminal(lab, 1)
     lab.run(wid, "echo palette-$((1+2))", "palette-3")
     # A notebook's context menu: a terminal on that notebook's kernel.
