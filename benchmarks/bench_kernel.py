@@ -519,6 +519,7 @@ def summarize_echo(rows: dict[str, list[float]]) -> dict[str, Any]:
     out["ratio_p50_ours_notify_vs_comm_echo"] = ratio(p50["ours_notify"], p50["comm_echo"])
     out["ratio_p50_ours_vs_terminado"] = ratio(p50["ours"], p50["terminado"])
     out["meets_target"] = (out["ratio_p50_ours_vs_comm_echo"] or 99) <= TARGET_ECHO
+    out["meets_target_notify"] = (out["ratio_p50_ours_notify_vs_comm_echo"] or 99) <= TARGET_ECHO
     return out
 
 
