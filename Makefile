@@ -24,8 +24,11 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## Quickstart 1: set up and open JupyterLab with the codex-exec kernel and the Kernel Terminal.
+## It opens the demo workspace: examples/demo.ipynb with a Kernel Terminal below it.
 lab: setup
-	$(BIN)/jupyter lab examples/demo.ipynb --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+	$(BIN)/jupyter lab workspaces import examples/demo.jupyterlab-workspace
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+	  --LabApp.default_url=/lab/workspaces/codex-exec-demo \
 	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## A scripted tour where no browser can be used.

@@ -48,4 +48,6 @@ def test_binder_postbuild_installs_everything(tmp_path: Path) -> None:
     serverext = run(str(bin_dir / "jupyter"), "server", "extension", "list")
     assert "codex_exec_kernel.serverext" in serverext
     default_url = tmp_path / "config" / "jupyter_server_config.d" / "codex-exec-binder.json"
-    assert "examples/demo.ipynb" in default_url.read_text()
+    assert "/lab/workspaces/codex-exec-demo" in default_url.read_text()
+    workspace = run(str(bin_dir / "jupyter"), "lab", "workspaces", "export", "codex-exec-demo")
+    assert "codex-exec-terminal-demo" in workspace and "examples/demo.ipynb" in workspace

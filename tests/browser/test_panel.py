@@ -1,6 +1,6 @@
 """The Kernel Terminal panel's user-facing features in a real JupyterLab.
 
-Where it opens from, full-screen programs, copy and paste, links, the title, the
+The demo workspace, where it opens from, full-screen programs, copy and paste, links, the title, the
 theme and font size, several panels on one process, the sidebar's actions, a
 lost websocket, and a kernel that cannot load the extension. Every wait is on
 a condition with a timeout.
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import urllib.request
 
 import pytest
-from conftest import NO_PACKAGE_KERNEL, SHADOWED_PACKAGE_KERNEL, new_notebook
+from conftest import BIN, NO_PACKAGE_KERNEL, ROOT, SHADOWED_PACKAGE_KERNEL, new_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -315,3 +317,30 @@ def test_lost_connection_refills_missed_output(lab):
     got = [line.strip() for line in lab.lines(wid) if re.fullmatch(r"L\d+", line.strip())]
     assert got == [f"L{i}" for i in range(1, 61)], got
     lab.run(wid, "echo still-$((5+5))", "still-10")
+
+
+# ----------------------------------------------------------------------------- the demo workspace
+
+
+def test_demo_workspace_opens_notebook_and_terminal(lab, lab_server):
+    """What `make lab` and Binder open: the demo notebook, a Kernel Terminal below it."""
+    examples = lab_server.root / "examples"
+    examples.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "examples" / "demo.ipynb", examples / "demo.ipynb")
+    subprocess.run(
+        [str(BIN / "jupyter"), "lab", "workspaces", "import",
+         str(ROOT / "examples" / "demo.jupyterlab-workspace")],
+        env=lab_server.env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    lab.page.goto(lab_server.url + "lab/workspaces/codex-exec-demo")
+    lab.wait_restored()
+    lab.page.wait_for_function("() => !!window.__kt.widget('codex-exec-terminal-demo')")
+    lab.page.evaluate("() => window.__kt.widget('codex-exec-terminal-demo').ready")
+    wid = "codex-exec-terminal-demo"
+    lab.wait_prompt(wid)
+    lab.run(wid, "echo demo-$((2*21))", "demo-42")
+    assert lab.page.evaluate(
+        "() => [...window.jupyterapp.shell.widgets('main')]"
+        ".some(w => w.context && w.context.path === 'examples/demo.ipynb')"
+    )
+    lab.screenshot("demo-workspace.png")
