@@ -52,6 +52,38 @@ def wait_new_terminal(lab, before: int) -> str:
     return wid
 
 
+def run_from_palette(lab, label: str) -> None:
+    """Search the command palette for ``label`` and click the highlighted item.
+
+    JupyterLab may take the focus from the (modal) palette while it finishes
+    starting, which closes it; the palette also re-renders often. So each poll
+    (re)opens it when closed, and the click happens in the same JS task that finds
+    the item.
+    """
+    lab.page.wait_for_function(
+        """(label) => {
+            const input = document.querySelector('.lm-CommandPalette-input');
+            if (!input || input.getBoundingClientRect().width === 0) {
+                window.jupyterapp.commands.execute('apputils:activate-command-palette');
+                return false;
+            }
+            if (input.value !== label) {
+                input.value = label;
+                input.dispatchEvent(new Event('input', {bubbles: true}));
+                return false;
+            }
+            const item = document.querySelector('.lm-CommandPalette-item.lm-mod-active');
+            if (!item || !item.textContent.includes(label)) {
+                return false;
+            }
+            item.click();
+            return true;
+        }""",
+        arg=label,
+        polling=200,
+    )
+
+
 def wait_buffer(lab, wid: str, kind: str) -> None:
     """Wait until xterm shows its ``normal`` or ``alternate`` (full-screen) buffer."""
     lab.page.wait_for_function(
@@ -70,14 +102,7 @@ def test_opens_from_launcher_palette_and_notebook_context_menu(lab):
     wid = wait_new_terminal(lab, 0)
     lab.run(wid, "echo launcher-$((1+1))", "launcher-2")
     # The command palette.
-    lab.execute("apputils:activate-command-palette")
-    palette = lab.page.locator(".lm-CommandPalette-input")
-    palette.fill("New Kernel Terminal")
-    # Enter runs the highlighted item (the palette re-renders too often to click).
-    lab.page.locator(
-        ".lm-CommandPalette-item.lm-mod-active", has_text="New Kernel Terminal"
-    ).wait_for()
-    palette.press("Enter")
+    run_from_palette(lab, "New Kernel Terminal")
     wid = wait_new_terminal(lab, 1)
     lab.run(wid, "echo palette-$((1+2))", "palette-3")
     # A notebook's context menu: a terminal on that notebook's kernel.
@@ -317,6 +342,36 @@ def test_lost_connection_refills_missed_output(lab):
     got = [line.strip() for line in lab.lines(wid) if re.fullmatch(r"L\d+", line.strip())]
     assert got == [f"L{i}" for i in range(1, 61)], got
     lab.run(wid, "echo still-$((5+5))", "still-10")
+
+
+def test_lost_notifications_are_refilled_in_order(lab):
+    """Drop every 7th output notification before the panel sees it (as a lossy IOPub
+    would): the panel notices the seq hole and fetches it with process/read."""
+    wid = lab.open_terminal()
+    lab.wait_prompt(wid)
+    lab.page.evaluate(
+        """(id) => {
+            const conn = window.__kt.widget(id)._conn;
+            const pid = window.__kt.widget(id).processId;
+            const deliver = conn._onMsg.bind(conn);
+            window.__dropped = 0;
+            let n = 0;
+            conn._onMsg = msg => {
+                const d = msg.content.data;
+                if (d.method === 'process/output' && d.params.processId === pid && ++n % 7 === 0) {
+                    window.__dropped++;
+                    return;
+                }
+                deliver(msg);
+            };
+        }""",
+        wid,
+    )
+    lab.type(wid, "for i in $(seq 1 80); do echo R$i; sleep 0.01; done; echo refill-$((1+1))\n")
+    lab.wait_for_text(wid, "refill-2", last=True, timeout=60)
+    assert lab.page.evaluate("() => window.__dropped") >= 5
+    got = [line.strip() for line in lab.lines(wid) if re.fullmatch(r"R\d+", line.strip())]
+    assert got == [f"R{i}" for i in range(1, 81)], got
 
 
 # ----------------------------------------------------------------------------- the demo workspace
