@@ -383,6 +383,19 @@ def test_write_limit(make_server) -> None:
     client.wait_closed(started["processId"])
 
 
+def test_write_as_notification_runs_without_answer(server: StdioClient) -> None:
+    """How the JupyterLab panel sends keystrokes: process/write with no id."""
+    started = server.request("process/start", {"argv": ["cat"], "pipeStdin": True})
+    pid = started["processId"]
+    server.notify("process/write", {"processId": pid, "chunk": b64(b"quiet\n")})
+    server.notify("process/write", {"processId": "ghost", "chunk": b64(b"x")})  # refused
+    server.wait_output(pid, lambda out: out == b"quiet\n")
+    # A request after them is answered in order: by then an answer to either
+    # notification (it would carry "id": null) would have arrived. None did.
+    server.request("process/closeStdin", {"processId": pid})
+    assert not server.unmatched and not server.responses
+
+
 def test_tty_write_and_close_stdin_sends_eof(server: StdioClient) -> None:
     started = server.request("process/start", {
         "argv": ["sh", "-c", "stty -echo; echo READY; cat; echo END"], "tty": True})
