@@ -106,6 +106,19 @@ def stop_kernel(km: KernelManager | None) -> None:
         km.cleanup_resources()
 
 
+def await_reply(session: Any, sock: Any, msg: dict[str, Any], timeout: float, what: str
+                ) -> dict[str, Any]:  # fmt: skip
+    """The reply to ``msg`` on ``sock`` (other messages there are skipped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sock.poll(1000):
+            continue
+        _, reply = session.recv(sock, mode=0)
+        if reply and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply
+    raise TimeoutError(f"{what} got no reply")
+
+
 class ZComm:
     """A lean comm client on raw ZeroMQ sockets: no client library, no reader thread.
 
@@ -156,14 +169,8 @@ class ZComm:
 
     def _create_subshell(self) -> str:
         msg = self.session.send(self.control, "create_subshell_request", {})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if not self.control.poll(1000):
-                continue
-            _, reply = self.session.recv(self.control, mode=0)
-            if reply and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                return reply["content"]["subshell_id"]
-        raise TimeoutError("no subshell")
+        reply = await_reply(self.session, self.control, msg, 20, "create_subshell_request")
+        return reply["content"]["subshell_id"]
 
     def send(self, msg_type: str, content: dict[str, Any], buffers: list[bytes] | None = None
              ) -> None:  # fmt: skip
@@ -371,16 +378,10 @@ def stock_execute(zc: ZComm, code: str, expressions: dict[str, str] | None = Non
         "code": code, "silent": False, "store_history": False,
         "user_expressions": expressions or {}, "allow_stdin": False,
         "stop_on_error": True})  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not zc.shell.poll(1000):
-            continue
-        _, reply = zc.session.recv(zc.shell, mode=0)
-        if reply and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-            if reply["content"]["status"] != "ok":
-                raise RuntimeError(f"execute failed: {reply['content']}")
-            return reply["content"].get("user_expressions") or {}
-    raise TimeoutError("execute_request got no reply")
+    reply = await_reply(zc.session, zc.shell, msg, 30, "execute_request")
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"execute failed: {reply['content']}")
+    return reply["content"].get("user_expressions") or {}
 
 
 THREADS_EXPR = (

@@ -39,10 +39,6 @@ def line_index(lab, wid: str, text: str) -> int:
     return hits[-1]
 
 
-def terminal_count(lab) -> int:
-    return lab.page.evaluate("() => window.__kt.terminals().length")
-
-
 def wait_new_terminal(lab, before: int) -> str:
     """Wait for a panel beyond the ``before`` open ones; return its id once its shell runs."""
     lab.page.wait_for_function("(n) => window.__kt.terminals().length > n", arg=before)
