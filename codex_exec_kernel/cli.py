@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._version import __version__
 from .install import add_install_arguments, run_install
 from .sessions.cli import add_session_parser
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
         "serve",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -48,7 +49,10 @@ def _terminate_handler(kernel: CodexExecKernel) -> Any:
 def install_sigterm_handler(kernel: CodexExecKernel) -> None:
     """A SIGTERM runs no Python hook by default; ours ends the table's groups at once.
 
-    The watchdog would do it too (within its grace); this is simply faster.
+    The watchdog would do it too (within its grace); this is simply faster. Python lets
+    only the main thread set handlers: a kernel started on another thread (as ipykernel
+    allows, e.g. embedded in an application) keeps the default and relies on the watchdog.
     """
-    if sys.platform != "win32":
-        signal.signal(signal.SIGTERM, _terminate_handler(kernel))
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _terminate_handler(kernel))

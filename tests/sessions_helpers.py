@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from waiting import wait_until
+from waiting import scaled, wait_until
 
 from codex_exec_kernel.sessions import wire
 from codex_exec_kernel.sessions.api import SessionManager
@@ -51,7 +51,7 @@ def run_cli(home: str, *args: str, timeout: float = 30.0,
             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], env=session_env(home), cwd=str(REPO), capture_output=True, text=True,
-        timeout=timeout, input=input.decode() if input is not None else None,
+        timeout=scaled(timeout), input=input.decode() if input is not None else None,
     )
 
 
@@ -119,7 +119,7 @@ async def read_until(client: AttachClient, needle: bytes, timeout: float = 10.0,
         raise AssertionError(f"output ended before {needle!r}; got {bytes(buf)!r}")
 
     try:
-        await asyncio.wait_for(pump(), timeout)
+        await asyncio.wait_for(pump(), scaled(timeout))
     except asyncio.TimeoutError:
         raise AssertionError(f"no {needle!r} within {timeout}s; got {bytes(buf)!r}") from None
     return bytes(buf)

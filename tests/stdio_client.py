@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from waiting import scaled
+
 
 class RpcError(Exception):
     def __init__(self, code: int, message: str) -> None:
@@ -101,7 +103,7 @@ class StdioClient:
         return self.wait_response(msg_id, timeout)
 
     def wait_response(self, msg_id: Any, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while msg_id not in self.responses:
                 left = deadline - time.monotonic()
@@ -123,7 +125,7 @@ class StdioClient:
         self.send(msg)
 
     def wait_unmatched(self, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while not self.unmatched:
                 left = deadline - time.monotonic()
@@ -135,7 +137,7 @@ class StdioClient:
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
                  ) -> dict[str, Any]:
         """The first notification (kept in order) matching ``predicate``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while True:
                 for msg in self.notifications:
@@ -153,7 +155,7 @@ class StdioClient:
     def wait_output(self, process_id: str, predicate: Callable[[bytes], bool],
                     timeout: float = 10.0) -> bytes:
         """All output so far, once it satisfies ``predicate`` (chunk boundaries don't matter)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while True:
                 data = self.output_so_far(process_id)
@@ -188,7 +190,7 @@ class StdioClient:
                 pass
         self.resume_reading()
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()

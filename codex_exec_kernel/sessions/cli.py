@@ -44,7 +44,8 @@ def add_session_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="set an environment variable (repeatable); the rest is inherited",
     )  # fmt: skip
     p.add_argument("--size", metavar="ROWSxCOLS", help="terminal size (default: yours, or 24x80)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    # Not dest="command": the top-level parser of `codex-exec` stores its subcommand there.
+    p.add_argument("argv", metavar="command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     p = sub.add_parser("list", help="list sessions, newest first")
     p.add_argument("--json", action="store_true", help="print JSON (the session/list shape)")
@@ -117,7 +118,7 @@ def _parse_size(value: str | None) -> tuple[int, int]:
 
 
 def _create(manager: SessionManager, args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
