@@ -37,7 +37,7 @@ def install(
             },
         )  # fmt: skip
         return KernelSpecManager().install_kernel_spec(
-            path, kernel_name, user=user, prefix=prefix, replace=True
+            path, kernel_name, user=user, prefix=prefix
         )
 
 

@@ -7,10 +7,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from commands import CODEX_EXEC
 from waiting import scaled, wait_until
 
 from codex_exec_kernel.sessions import wire
@@ -20,7 +20,8 @@ from codex_exec_kernel.sessions.config import SessionConfig
 from codex_exec_kernel.sessions.store import SessionError, SessionStore, group_alive
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "codex_exec_kernel.sessions.cli"]
+#: `codex-exec session` as installed in the venv, as the README writes it.
+CLI = [CODEX_EXEC, "session"]
 
 
 def poll(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",

@@ -12,12 +12,12 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from commands import CODEX_EXEC
 from waiting import scaled
 
 
@@ -32,7 +32,7 @@ class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
                  env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "serve", *options],
+            [CODEX_EXEC, "serve", *options],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
         )

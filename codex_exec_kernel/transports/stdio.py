@@ -17,8 +17,9 @@ import signal
 import sys
 from typing import Any
 
-from traitlets import Int
-from traitlets.config import Application, Configurable
+from jupyter_core.application import JupyterApp
+from traitlets import Int, default
+from traitlets.config import Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
 from ..protocol import PARSE_ERROR, ProtocolError, error_response
@@ -203,14 +204,31 @@ async def _serve_stdio(config: Any = None) -> int:
     return 0
 
 
-class ServeApp(Application):
+CONFIG_FILE = "codex_exec_serve_config"
+
+
+class ServeApp(JupyterApp):
     """``codex-exec serve``: every trait of the table and server is settable, e.g.
-    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file."""
+    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file.
+
+    A :class:`JupyterApp`, so it reads its config file the way every Jupyter command
+    does: ``codex_exec_serve_config.py`` (or ``.json``) in each directory of the Jupyter
+    config path (``jupyter --paths``), or the file given with ``--config``.
+    """
 
     name = "codex-exec-serve"
-    description = "Serve the codex-exec protocol on stdin/stdout."
+    description = (
+        "Serve the codex-exec protocol on stdin/stdout.\n\n"
+        f"Configuration: {CONFIG_FILE}.py (or .json) in any directory of the Jupyter "
+        "config path (`jupyter --paths`; e.g. ~/.jupyter), or --config=FILE; command-line "
+        "options win over the file."
+    )
     classes = [ProcessTable, StdioServer, SessionConfig]
-    aliases = {"log-level": "Application.log_level"}
+    aliases = {**JupyterApp.aliases, "log-level": "Application.log_level"}
+
+    @default("config_file_name")
+    def _config_file_name_default(self) -> str:
+        return CONFIG_FILE
 
     def start(self) -> int:
         return asyncio.run(_serve_stdio(self.config))

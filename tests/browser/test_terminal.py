@@ -9,13 +9,13 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
 import psutil
 import pytest
+from commands import CODEX_EXEC
 from conftest import IMG_DIR, RESULTS_DIR, ROOT, ms, new_notebook
 from waiting import scaled
 
@@ -475,7 +475,7 @@ def test_sidebar_attaches_background_session(lab, lab_server):
     session_id = f"kt-{uuid.uuid4().hex[:6]}"
     subprocess.run(
         [
-            sys.executable, "-m", "codex_exec_kernel.sessions.cli", "session", "create",
+            CODEX_EXEC, "session", "create",
             "--id", session_id, "--tty", "--",
             "bash", "-c", "echo bg-$((20+1))-hello; exec sleep 600",
         ],
