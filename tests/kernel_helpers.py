@@ -13,7 +13,11 @@ from waiting import scaled
 
 
 def start_kernel(name: str = "codex-exec", **kw: Any) -> KernelManager:
-    km = KernelManager(kernel_name=name)
+    return wait_started(KernelManager(kernel_name=name), **kw)
+
+
+def wait_started(km: KernelManager, **kw: Any) -> KernelManager:
+    """Start ``km``'s kernel and wait until it answers (its heartbeat beats)."""
     km.start_kernel(**kw)
     kc = km.client()
     kc.start_channels()

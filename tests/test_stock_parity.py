@@ -14,7 +14,7 @@ import pytest
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
-from kernel_helpers import blocking_client
+from kernel_helpers import blocking_client, start_kernel, wait_started
 from stdio_client import StdioClient
 from waiting import scaled
 
@@ -49,8 +49,7 @@ def test_ipython_kernel_config_applies_and_ours_adds(tmp_path: Path,
         "c.IPKernelApp.exec_lines.append(\"from_our_config = 'ours'\")\n"
     )
     monkeypatch.setenv("IPYTHONDIR", str(ipython_dir))
-    km = KernelManager(kernel_name="codex-exec")
-    km.start_kernel()
+    km = start_kernel("codex-exec")
     try:
         kc = blocking_client(km)
         try:
@@ -84,7 +83,7 @@ def test_starts_with_transport_encryption_required(tmp_path: Path) -> None:
     ksm = KernelSpecManager(kernel_dirs=[str(Path(path).parent)])
     km = KernelManager(kernel_name="codex-exec", kernel_spec_manager=ksm,
                        transport_encryption="required")  # fmt: skip
-    km.start_kernel()
+    wait_started(km)
     try:
         kc = blocking_client(km)
         try:
@@ -117,7 +116,7 @@ def test_starts_on_a_background_thread(tmp_path: Path) -> None:
     km = KernelManager()
     km.kernel_cmd = []  # not used: argv below
     km.kernel_spec.argv = [sys.executable, str(script), "-f", "{connection_file}"]
-    km.start_kernel()
+    wait_started(km)
     try:
         kc = blocking_client(km)
         try:
