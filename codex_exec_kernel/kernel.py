@@ -20,16 +20,25 @@ from traitlets import Bool
 
 from ._version import __version__
 from .service import ExecService
+from .transports.comm import TARGET
 
 
 class CodexExecKernel(IPythonKernel):
     """An IPython kernel that also holds a table of PTY and pipe processes."""
 
-    implementation = "codex-exec"
-    implementation_version = __version__
+    # `implementation` stays ipykernel's ("ipython", IPython's version): clients and
+    # test suites read it as "IPython semantics here" (magics, `?`, completions), which
+    # stays true. Our identity is in the banner and in `codex_exec` (see kernel_info).
     banner = f"Python 3 with a process table (codex-exec {__version__}): try %exec --help"
 
     load_magics = Bool(True, config=True, help="Load the %exec magics at start.")
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """ipykernel's reply plus ``codex_exec: {version, commTarget}`` (extra keys are
+        allowed by the messaging spec; clients that do not know them ignore them)."""
+        return {**super().kernel_info,
+                "codex_exec": {"version": __version__, "commTarget": TARGET}}  # fmt: skip
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

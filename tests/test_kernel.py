@@ -16,6 +16,7 @@ import pytest
 from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
 from waiting import pid_alive, wait_gone, wait_until
 
+from codex_exec_kernel import __version__
 from codex_exec_kernel.client import (
     ExecClient,
     InvalidParams,
@@ -83,7 +84,9 @@ def test_is_a_full_python_kernel(kc) -> None:
 def test_kernel_info(kc) -> None:
     kc.kernel_info()
     reply = kc.get_shell_msg(timeout=10)
-    assert reply["content"]["implementation"] == "codex-exec"
+    # ipykernel's implementation, as in `python3` (docs/stock-kernel.md says why).
+    assert reply["content"]["implementation"] == "ipython"
+    assert reply["content"]["codex_exec"]["version"] == __version__
     assert "kernel subshells" in reply["content"].get("supported_features", [])
 
 
