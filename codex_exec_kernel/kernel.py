@@ -19,6 +19,7 @@ from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool
 
 from ._version import __version__
+from .history import switch_to_memory
 from .service import ExecService
 from .transports.comm import TARGET
 
@@ -32,6 +33,12 @@ class CodexExecKernel(IPythonKernel):
     banner = f"Python 3 with a process table (codex-exec {__version__}): try %exec --help"
 
     load_magics = Bool(True, config=True, help="Load the %exec magics at start.")
+    executor_history_in_memory = Bool(
+        True, config=True,
+        help="If the first stored execution comes from a client that does not allow stdin "
+        "(nbclient, papermill, nbconvert --execute), keep IPython's history in memory, as "
+        "those tools do for python3 (see codex_exec_kernel.history).",
+    )  # fmt: skip
 
     @property
     def kernel_info(self) -> dict[str, Any]:
@@ -42,9 +49,20 @@ class CodexExecKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._history_decided = False
         self.exec_service = ExecService.attach(self)
         if self.load_magics and self.shell is not None:
             self.shell.extension_manager.load_extension("codex_exec_kernel")
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: Any = None, allow_stdin: bool = False,
+                         **kwargs: Any) -> Any:  # fmt: skip
+        if store_history and not silent and not self._history_decided:
+            self._history_decided = True
+            if not allow_stdin and self.executor_history_in_memory and self.shell is not None:
+                switch_to_memory(self.shell.history_manager)
+        return await super().do_execute(code, silent, store_history, user_expressions,
+                                        allow_stdin, **kwargs)  # fmt: skip
 
 
 def _terminate_handler(kernel: CodexExecKernel) -> Any:
