@@ -74,6 +74,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/terminal-panel.md", "display({"): "a schema illustration with elided values "
     "(`…`); tests/browser/test_terminal.py::test_terminal_mime_bundle_opens_panel displays "
     "a real bundle",
+    ("docs/stock-kernel.md", "# ~/.ipython/profile_default/codex_exec_kernel_config.py"):
+    "a config file, not a script; tests/test_history.py::test_the_switch_can_be_turned_off "
+    "writes this line into that file",
     ("docs/terminal-panel.md", "cd labextension"): "rebuilds the labextension from npm and "
     "runs the browser suite: `make setup` and `make test` do exactly that",
 }  # fmt: skip
