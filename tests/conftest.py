@@ -55,9 +55,14 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     inherit it. Tests that need a realistic home write their own rc files into one.
     """
     saved = dict(os.environ)
+    # pip's cache is content-addressed and changes no behaviour, only speed: the Binder
+    # test's fresh venv keeps using the machine's one instead of downloading again.
+    pip_cache = os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip")
     for key in MACHINE_VARIABLES:
         os.environ.pop(key, None)
     os.environ.update(private_home_environ(tmp_path_factory.mktemp("private-home")))
+    if Path(pip_cache).is_dir():
+        os.environ["PIP_CACHE_DIR"] = pip_cache
     yield Path(os.environ["HOME"])
     os.environ.clear()
     os.environ.update(saved)
