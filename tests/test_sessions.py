@@ -13,6 +13,7 @@ import time
 
 import pytest
 from sessions_helpers import REPO, alive, poll, read_until, session_env
+from waiting import scaled
 
 from codex_exec_kernel.sessions import wire
 from codex_exec_kernel.sessions.api import SessionManager
@@ -56,7 +57,7 @@ def test_session_outlives_its_starter(manager: SessionManager, session_home: str
     sid = starter.stdout.readline().decode().strip()
     assert sid, "the starter printed no id"
     os.killpg(starter.pid, signal.SIGKILL)  # the starter and everything in its group
-    starter.wait(10)
+    starter.wait(scaled(10))
     info = manager.get(sid)
     assert info.status == "running"
     assert alive(info.meta.pid) and alive(info.meta.supervisor_pid)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from sessions_helpers import CLI, REPO, alive, poll, run_cli, session_env
+from waiting import scaled
 
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.store import group_alive
@@ -35,7 +36,7 @@ def test_create_outlives_a_killed_starter_shell(manager: SessionManager, session
     assert starter.stdout is not None
     assert starter.stdout.readline().strip() == b"kept"
     os.killpg(starter.pid, signal.SIGKILL)
-    starter.wait(10)
+    starter.wait(scaled(10))
     info = manager.get("kept")
     assert info.status == "running" and alive(info.meta.pid)
 
@@ -108,7 +109,7 @@ def test_logs_tail_and_follow(manager: SessionManager, session_home: str) -> Non
     assert follower.poll() is None  # still following: the session runs
     asyncio.run(feed(b"2\n"))
     _read_pty(out_fd, b"a\nb\nc\n", buf=seen)
-    assert follower.wait(10) == 0  # it stops by itself once the session has ended
+    assert follower.wait(scaled(10)) == 0  # it stops by itself once the session has ended
     assert bytes(seen) + follower.stdout.read() == b"a\nb\nc\n"
 
 
@@ -188,7 +189,7 @@ def test_attach_in_a_pty_types_and_detaches_with_ctrl_b_d(
         _read_pty(master, b"typed-42", buf=buf)
         os.write(master, b"\x02d")
         _read_pty(master, b"[detached from session", buf=buf)
-        assert proc.wait(10) == 0
+        assert proc.wait(scaled(10)) == 0
     finally:
         os.close(master)
     assert manager.get(sid).status == "running"
@@ -201,7 +202,7 @@ def test_attach_in_a_pty_types_and_detaches_with_ctrl_b_d(
         _read_pty(master, b"typed-42", buf=buf)  # the replayed tail of the log
         os.write(master, b"exit 4\r")
         _read_pty(master, b"exited with code 4", buf=buf)
-        assert proc.wait(10) == 4
+        assert proc.wait(scaled(10)) == 4
     finally:
         os.close(master)
 
