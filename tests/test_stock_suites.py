@@ -134,7 +134,7 @@ def run_suite(tree: Path, tests: list[str], kernel: str, junit: Path) -> dict[st
         [sys.executable, "-m", "pytest", "-q", "-p", "switch_kernel", "-p", "no:cacheprovider",
          "-c", str(tree / "pytest.ini"), "--rootdir", str(tree), f"--junitxml={junit}",
          *deselect, *tests],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=scaled(1800),
+        cwd=tree, env=env, capture_output=True, text=True, timeout=scaled(1500),
     )  # fmt: skip
     if not junit.exists():
         raise AssertionError(f"the {kernel} run did not report:\n{done.stdout[-4000:]}"
@@ -162,11 +162,13 @@ KERNEL_TEST = Suite("jupyter_kernel_test", ("test_ipykernel.py", "LICENSE"),
                     ("test_ipykernel.py",))  # fmt: skip
 
 
+@pytest.mark.timeout(1800)  # a whole child test run (~6 min on a quiet 2-core machine)
 def test_ipykernel_kernel_level_tests(tmp_path: Path) -> None:
     ours = run_and_report(IPYKERNEL, tmp_path)
     assert sum(s == "passed" for s in ours.values()) >= 80, ours
 
 
+@pytest.mark.timeout(900)
 def test_jupyter_kernel_test(tmp_path: Path) -> None:
     pytest.importorskip("jupyter_kernel_test")
     ours = run_and_report(KERNEL_TEST, tmp_path)
