@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 from stdio_client import StdioClient
 from waiting import pid_alive, wait_gone, wait_until  # noqa: F401  (re-exported)
+
+# Every server and kernel the tests start checks that loop-owned objects stay on their
+# loop's thread (codex_exec_kernel/threads.py).
+os.environ.setdefault("CODEX_EXEC_CHECK_THREADS", "1")
 
 
 @pytest.fixture
