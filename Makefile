@@ -37,6 +37,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check codex_exec_kernel tests benchmarks examples
+	$(BIN)/mypy
 
 ## Quickstart 2: set up and run the whole test suite.
 test: setup chromium lint

@@ -67,6 +67,10 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.clear()
     os.environ.update(saved)
 
+# Every server and kernel the tests start checks that loop-owned objects stay on their
+# loop's thread (codex_exec_kernel/threads.py).
+os.environ.setdefault("CODEX_EXEC_CHECK_THREADS", "1")
+
 
 @pytest.fixture
 def server() -> Iterator[StdioClient]:

@@ -18,14 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from commands import CODEX_EXEC
+from rpc import RpcError, b64  # noqa: F401  (re-exported for the tests)
 from waiting import scaled
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class StdioClient:
@@ -206,7 +200,3 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
             out["exit"] = p["exitCode"]
             out["signal"] = p["signal"]
     return out
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -12,11 +12,11 @@ import contextlib
 import os
 import signal as _signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..protocol import EnvPolicy
-from ..spawn import signal_group
+from ..pgroup import end_group, group_alive, process_running, signal_group
+from ..protocol import SpawnSpec
 from .client import AttachClient
 from .config import SessionConfig
 from .launch import create_session
@@ -25,7 +25,6 @@ from .store import (
     SessionMeta,
     SessionNotFound,
     SessionStore,
-    group_alive,
     lock_held,
     process_start_ticks,
     validate_id,
@@ -57,25 +56,21 @@ class SessionManager:
     # -- create / inspect
     def create(
         self,
-        argv: Sequence[str],
+        spec: SpawnSpec,
         *,
         session_id: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        env_policy: EnvPolicy | None = None,
-        tty: bool = False,
-        size: tuple[int, int] = (24, 80),
-        arg0: str | None = None,
         base_env: Mapping[str, str] | None = None,
+        default_cwd: str | None = None,
     ) -> SessionInfo:
-        """Start ``argv`` as a background session; returns once the child runs.
+        """Start ``spec`` as a background session; returns once the child runs.
 
-        ``env``/``env_policy`` follow ``process/start``'s rules against this process's
-        environment (or ``base_env``). Raises InvalidSessionId, SessionExists or LaunchError.
+        The environment and cwd follow ``process/start``'s rules (``envpolicy.resolve``)
+        against this process's environment (or ``base_env``) and cwd (or
+        ``default_cwd``). Raises InvalidSessionId, SessionExists or LaunchError.
         """
         meta = create_session(
-            self.store, self.config, argv, session_id=session_id, cwd=cwd, env=env,
-            env_policy=env_policy, tty=tty, size=size, arg0=arg0, base_env=base_env,
+            self.store, self.config, spec, session_id=session_id, base_env=base_env,
+            default_cwd=default_cwd,
         )  # fmt: skip
         return self.store.get(meta.id)
 
@@ -145,7 +140,7 @@ class SessionManager:
         meta = info.meta
         paths = self.store.paths(session_id)
         if meta.pid is not None and _group_is_ours(meta, info.status):
-            _end_group(meta.pid, grace)
+            end_group(meta.pid, grace)
         if info.status == "running" and meta.supervisor_pid is not None:
             self._stop_supervisor(meta.supervisor_pid, paths.lock, grace)
         self.store.remove(session_id)
@@ -166,7 +161,7 @@ class SessionManager:
                     os.kill(pid, _signal.SIGKILL)
         # The lock goes first on its way out; let the process finish exiting too.
         deadline = time.monotonic() + 2.0
-        while _running(pid) and time.monotonic() < deadline:
+        while process_running(pid) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     # -- attach
@@ -194,28 +189,6 @@ def _group_is_ours(meta: SessionMeta, status: str) -> bool:
     if ticks is None:
         return not os.path.exists(f"/proc/{meta.pid}")
     return meta.start_ticks is not None and ticks == meta.start_ticks
-
-
-def _running(pid: int) -> bool:
-    """A live process that is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
-
-
-def _end_group(pgid: int, grace: float) -> None:
-    for signum in (_signal.SIGHUP, _signal.SIGTERM, _signal.SIGCONT):
-        signal_group(pgid, signum)
-    deadline = time.monotonic() + grace
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if group_alive(pgid):
-        signal_group(pgid, _signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 __all__ = ["LogChunk", "SessionManager", "SessionNotFound"]

@@ -16,7 +16,8 @@ import signal as _signal
 import sys
 from collections.abc import Sequence
 
-from ..protocol import SIGNALS
+from ..envpolicy import environ_with
+from ..protocol import SIGNALS, SpawnSpec
 from .api import SessionManager
 from .config import SessionConfig
 from .launch import LaunchError
@@ -129,11 +130,11 @@ def _create(manager: SessionManager, args: argparse.Namespace) -> int:
         if not sep or not key or "\0" in item:
             raise ValueError(f"--env must be KEY=VALUE, got {item!r}")
         overrides[key] = value
-    env = {**os.environ, **overrides} if overrides else None
-    info = manager.create(
-        command, session_id=args.session_id, cwd=args.cwd, env=env, tty=args.tty,
-        size=_parse_size(args.size),
+    spec = SpawnSpec(
+        argv=command, cwd=args.cwd, env=environ_with(overrides) if overrides else None,
+        tty=args.tty, size=_parse_size(args.size),
     )  # fmt: skip
+    info = manager.create(spec, session_id=args.session_id)
     print(info.id)
     return 0
 

@@ -15,10 +15,10 @@ import os
 import selectors
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from ..envpolicy import child_environment
-from ..protocol import EnvPolicy
+from ..envpolicy import resolve
+from ..protocol import SpawnSpec
 from ..spawn import SpawnError, spawn
 from .config import SessionConfig
 from .store import SessionMeta, SessionStore, now_iso
@@ -28,7 +28,9 @@ SUPERVISOR_MODULE = "codex_exec_kernel.sessions.supervisor"
 
 
 class LaunchError(SpawnError):
-    """The session could not be started (spawn failed, supervisor died); nothing is left."""
+    """The session could not be started (spawn failed, supervisor died); nothing is left.
+
+    A :class:`SpawnError`, so the protocol answers it as a failed spawn (``-32603``)."""
 
 
 def _package_root() -> str:
@@ -48,43 +50,36 @@ def supervisor_environment(base: Mapping[str, str]) -> dict[str, str]:
 def create_session(
     store: SessionStore,
     config: SessionConfig,
-    argv: Sequence[str],
+    spec: SpawnSpec,
     *,
     session_id: str | None = None,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    env_policy: EnvPolicy | None = None,
-    tty: bool = False,
-    size: tuple[int, int] = (24, 80),
-    arg0: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    default_cwd: str | None = None,
 ) -> SessionMeta:
     """Create and start a session; returns its meta once the child runs.
 
     Raises :class:`InvalidSessionId`/:class:`SessionExists` before touching anything,
     and :class:`LaunchError` (directory removed again) when the child cannot start.
     """
-    if not argv:
+    if not spec.argv:
         raise ValueError("argv must be a non-empty list of strings")
-    base = os.environ if base_env is None else base_env
-    cwd = os.path.abspath(cwd) if cwd else os.getcwd()
+    env, cwd = resolve(spec, base_env, default_cwd)
     if session_id is not None:
         store.paths(session_id)  # validates before anything is created
     sid = store.reserve(session_id)
     created_at = now_iso()
+    argv, tty, size = list(spec.argv), spec.tty, spec.size
     try:
         store.write_meta(
-            SessionMeta(id=sid, argv=list(argv), cwd=cwd, tty=tty, created_at=created_at,
-                        size=size)
-        )  # fmt: skip
-        spec = LaunchSpec(
-            session_id=sid, home=store.home, argv=list(argv), cwd=cwd,
-            env=child_environment(base, env, env_policy, tty), tty=tty, size=size,
-            created_at=created_at, arg0=arg0, attach_tail_bytes=config.attach_tail_bytes,
+            SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at, size=size)
+        )
+        launch = LaunchSpec(
+            session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
+            created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
             exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
             kill_grace=config.delete_grace,
         )  # fmt: skip
-        answer = _start_supervisor(spec, config.start_timeout)
+        answer = _start_supervisor(launch, config.start_timeout)
     except BaseException:
         store.remove(sid)
         raise

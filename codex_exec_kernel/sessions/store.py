@@ -20,7 +20,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -29,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ..protocol import SESSION_ID_PATTERN
 from . import names
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_PATTERN = SESSION_ID_PATTERN
 #: A session whose supervisor has not taken its lock yet counts as running this long.
 STARTING_GRACE = 30.0
 #: AF_UNIX paths longer than this are reached through /proc/self/fd (see socket_address).
@@ -95,31 +95,6 @@ def process_start_ticks(pid: int) -> int | None:
         return int(stat[stat.rindex(b")") + 2 :].split()[19])
     except (ValueError, IndexError):
         return None
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie.
-
-    ``killpg(pgid, 0)`` also succeeds for zombies, and where init does not reap (some
-    containers) an orphan's zombie lingers forever; so look at the members' states.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return True
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 @dataclass(frozen=True)

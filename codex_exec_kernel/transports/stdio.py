@@ -10,7 +10,6 @@ processes it follows stop being read, so memory stays bounded and nothing is los
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -22,11 +21,10 @@ from traitlets import Int, default
 from traitlets.config import Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
-from ..protocol import PARSE_ERROR, ProtocolError, error_response
+from ..protocol import PARSE_ERROR, ProtocolError, encode_line, error_response
+from ..server import build_server
 from ..sessions.config import SessionConfig
-from ..sessions.methods import register_session_methods
 from ..table import ProcessTable
-from ..watchdog import Watchdog
 
 log = logging.getLogger("codex_exec_kernel")
 
@@ -58,11 +56,7 @@ class StdioServer(Configurable):
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         if self._writer is None or self._writer.is_closing():
             return
-        if message.get("method") == "process/output":
-            line = _output_line(message["params"])
-        else:
-            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        self._writer.write(line)
+        self._writer.write(encode_line(message))
 
     # ------------------------------------------------------------------------
     async def serve(self, in_fd: int, out_fd: int) -> None:
@@ -150,23 +144,6 @@ class StdioServer(Configurable):
         self.state.send(error_response(None, err))
 
 
-def _output_line(params: dict[str, Any]) -> bytes:
-    """``process/output`` by hand: base64 needs no JSON escaping, and json.dumps would
-    scan every byte of a 64 KiB chunk's 87 KiB of base64 (a third of the server's time
-    in a flood)."""
-    head = json.dumps(
-        {"processId": params["processId"], "seq": params["seq"], "stream": params["stream"]},
-        separators=(",", ":"),
-    )
-    return (
-        b'{"jsonrpc":"2.0","method":"process/output","params":'
-        + head[:-1].encode()
-        + b',"chunk":"'
-        + params["chunk"].encode("ascii")
-        + b'"}}\n'
-    )
-
-
 class _FileWriter:
     """The write side when stdout is a regular file (no backpressure needed)."""
 
@@ -185,12 +162,8 @@ async def _serve_stdio(config: Any = None) -> int:
     # Keep the protocol's stdout to ourselves: anything else printing goes to stderr.
     proto_out = os.dup(1)
     os.dup2(2, 1)
-    table = ProcessTable(loop=loop, config=config)
-    watchdog = Watchdog(grace=1.0)
-    table.on_group_started.append(watchdog.register)
-    table.on_group_gone.append(watchdog.unregister)
-    dispatcher = Dispatcher(table, server_name="codex-exec serve")
-    register_session_methods(dispatcher, SessionConfig(config=config))
+    built = build_server(loop, config, server_name="codex-exec serve", watchdog_grace=1.0)
+    table, dispatcher = built.table, built.dispatcher
     server = StdioServer(table, dispatcher, config=config)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, server.done.set)
@@ -200,7 +173,7 @@ async def _serve_stdio(config: Any = None) -> int:
         if server.state is not None:
             dispatcher.disconnect(server.state)
         await table.shutdown()
-        watchdog.close()
+        built.close()
     return 0
 
 
