@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from commands import CODEX_EXEC
-from waiting import pid_alive, scaled, wait_until  # noqa: F401
+from waiting import pid_alive, scaled, wait_until
 
 from codex_exec_kernel.pgroup import group_alive
 from codex_exec_kernel.sessions import wire
