@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test lint bench chromium clean
+.PHONY: setup lab demo test test-ts lint bench chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,12 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check codex_exec_kernel tests benchmarks examples
 
+## The panel's unit tests (node's test runner over the compiled TypeScript).
+test-ts: setup
+	cd labextension && ../$(BIN)/jlpm install >/dev/null && ../$(BIN)/jlpm test
+
 ## Quickstart 2: set up and run the whole test suite.
-test: setup chromium lint
+test: setup chromium lint test-ts
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup
