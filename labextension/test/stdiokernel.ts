@@ -16,7 +16,12 @@ import * as path from 'node:path';
 import { PromiseDelegate } from '@lumino/coreutils';
 import { Signal } from '@lumino/signaling';
 
+import { ExecConnection } from '../src/connection';
 import { KernelGoneError } from '../src/kernels';
+
+// The modules under test use the page's timers (`window.setTimeout`). Loaded
+// after JupyterLab's services on purpose (see dom.ts); a DOM test has its window.
+(globalThis as { window?: unknown }).window ??= globalThis;
 
 /** The server's console script (the venv `make setup` made), or $CODEX_EXEC. */
 export const CODEX_EXEC = process.env.CODEX_EXEC ?? path.resolve(__dirname, '../../../.venv/bin/codex-exec');
@@ -70,7 +75,7 @@ export class StdioComm {
   isDisposed = false;
   /** Every message the server sent, in order (tests read them). */
   readonly received: Record<string, unknown>[] = [];
-  /** Every message the client sent, in order. */
+  /** Every message the client sent, in order (buffers as base64, as sent). */
   readonly sent: Record<string, unknown>[] = [];
   /** Drop a server message instead of delivering it (a lossy IOPub). */
   drop: (msg: Record<string, unknown>) => boolean = () => false;
@@ -110,8 +115,9 @@ export class StdioComm {
     if (this.isDisposed || !this._proc) {
       throw new Error('comm closed');
     }
-    this.sent.push(data);
-    this._proc.stdin!.write(JSON.stringify(inlineBuffers(data, buffers)) + '\n');
+    const wire = inlineBuffers(data, buffers) as Record<string, unknown>;
+    this.sent.push(wire);
+    this._proc.stdin!.write(JSON.stringify(wire) + '\n');
   }
 
   /** The client closes the comm: the server sees EOF and ends its processes. */
@@ -226,8 +232,18 @@ export class TestPool {
     this._gates.delete(id);
   }
 
+  /** Make the next `n` acquires of `id` fail (a server that does not answer). */
+  fail(id: string, n: number): void {
+    this._failures.set(id, n);
+  }
+
   async acquire(id: string): Promise<{ kernel: never; info: null; release: () => void }> {
     await this._gates.get(id)?.promise;
+    const failures = this._failures.get(id) ?? 0;
+    if (failures > 0) {
+      this._failures.set(id, failures - 1);
+      throw new Error('the server did not answer');
+    }
     const kernel = this.kernels.get(id);
     if (!kernel) {
       throw new KernelGoneError(id);
@@ -255,6 +271,19 @@ export class TestPool {
   }
 
   private _gates = new Map<string, PromiseDelegate<void>>();
+  private _failures = new Map<string, number>();
+}
+
+/** A connection on a kernel of its own (one server); `shutdown()` ends it. */
+export async function openConnection(): Promise<{ kernel: StdioKernel; comm: StdioComm; conn: ExecConnection }> {
+  const kernel = new StdioKernel('unit');
+  const conn = await ExecConnection.open(kernel as never, { clientName: 'unit-test', loadExtension: false });
+  return { kernel, comm: kernel.comms[kernel.comms.length - 1], conn };
+}
+
+/** The `params` of every notification `method` the client sent on `comm`. */
+export function sentNotifications(comm: StdioComm, method: string): Record<string, unknown>[] {
+  return comm.sent.filter(m => m.method === method && m.id === undefined).map(m => m.params as Record<string, unknown>);
 }
 
 /** Wait until `predicate()` holds (checked every 10 ms), or fail after `timeoutMs`. */
