@@ -72,7 +72,12 @@ export class KernelTerminal extends Widget {
     this.title.closable = true;
     this.title.label = 'Kernel Terminal';
     this.title.iconClass = 'jp-KernelTerminal-icon';
-    this._link = new KernelLink({ pool: options.pool, kernelId: options.kernelId, clientName: CLIENT_NAME, reconnect: true });
+    this._link = new KernelLink({
+      pool: options.pool,
+      kernelId: options.kernelId,
+      clientName: CLIENT_NAME,
+      reconnect: true
+    });
     this._link.lost.connect(this._onLost, this);
     this._link.reconnected.connect(this._onReconnected, this);
     this._link.gone.connect((_, err) => this._processGone(err.message));
@@ -162,7 +167,7 @@ export class KernelTerminal extends Widget {
 
   /** The `initialize` environment (shell, hostname...) once connected. */
   get environment(): ExecConnection['initializeResult']['environment'] | null {
-    return this._conn?.initializeResult.environment ?? null;
+    return this._conn?.initializeResult?.environment ?? null;
   }
 
   /** Apply new settings from the registry. */
@@ -353,6 +358,9 @@ export class KernelTerminal extends Widget {
   }
 
   private _fail(err: unknown): void {
+    if (this.isDisposed) {
+      return; // closed while connecting: nothing to say
+    }
     const text = err instanceof Error ? err.message : String(err);
     console.error('codex-exec: Kernel Terminal failed', err);
     this._clearStatus();

@@ -16,7 +16,7 @@ class Host implements IProcessAddonHost {
   writes = 0;
   exit: [number | null, string | null] | null = null;
   isClosed = false;
-  endedInput_: string[] = [];
+  typedAfterEnd: string[] = [];
 
   beforeWrite(): void {
     this.writes++;
@@ -31,7 +31,7 @@ class Host implements IProcessAddonHost {
   }
 
   endedInput(bytes: Uint8Array): void {
-    this.endedInput_.push(Buffer.from(bytes).toString());
+    this.typedAfterEnd.push(Buffer.from(bytes).toString());
   }
 }
 
@@ -48,7 +48,9 @@ function screen(term: Terminal): string[] {
   return out;
 }
 
-async function setup(): Promise<{ term: Terminal; host: Host; addon: ProcessTerminalAddon; conn: ExecConnection } & Awaited<ReturnType<typeof openConnection>>> {
+type Setup = Awaited<ReturnType<typeof openConnection>> & { term: Terminal; host: Host; addon: ProcessTerminalAddon };
+
+async function setup(): Promise<Setup> {
   const opened = await openConnection();
   const term = new Terminal({ cols: 80, rows: 24, allowProposedApi: true });
   const host = new Host();
@@ -58,7 +60,12 @@ async function setup(): Promise<{ term: Terminal; host: Host; addon: ProcessTerm
 }
 
 /** Start `argv` in a PTY the terminal's size, bound to the addon as the panel does. */
-async function startTty(conn: ExecConnection, term: Terminal, addon: ProcessTerminalAddon, argv: string[]): Promise<void> {
+async function startTty(
+  conn: ExecConnection,
+  term: Terminal,
+  addon: ProcessTerminalAddon,
+  argv: string[]
+): Promise<void> {
   addon.bind(conn, 'p', 0);
   const size = { rows: term.rows, cols: term.cols };
   await conn.request('process/start', { processId: 'p', argv, tty: true, size });
@@ -138,12 +145,12 @@ test('after the process ends, input goes to the host and nothing is written', as
     assert.deepEqual(host.exit, [7, null]);
     assert.equal(addon.isEnded, true);
     term.input('x\r');
-    assert.deepEqual(host.endedInput_, ['x\r']);
+    assert.deepEqual(host.typedAfterEnd, ['x\r']);
     assert.equal(sentNotifications(comm, 'process/write').length, 0);
     // A new process: input waits again until it runs.
     addon.unbind();
     term.input('y');
-    assert.equal(host.endedInput_.length, 1);
+    assert.equal(host.typedAfterEnd.length, 1);
   } finally {
     term.dispose();
     await kernel.shutdown();
