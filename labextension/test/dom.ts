@@ -9,14 +9,24 @@ import { JSDOM } from 'jsdom';
 
 const dom = new JSDOM('<!doctype html><html><body></body></html>', { pretendToBeVisual: true });
 const win = dom.window as unknown as Record<string, unknown>;
-const names = [
-  'document', 'navigator', 'Node', 'HTMLElement', 'Element', 'Event', 'KeyboardEvent', 'MouseEvent',
-  'FocusEvent', 'getComputedStyle', 'requestAnimationFrame', 'cancelAnimationFrame'
-];
-Object.defineProperty(globalThis, 'window', { value: dom.window, configurable: true, writable: true });
 // Lumino's drag and drop subclasses DragEvent at load; jsdom has none.
 win.DragEvent ??= class DragEvent extends dom.window.MouseEvent {};
-names.push('DragEvent');
+const names = [
+  'document',
+  'navigator',
+  'Node',
+  'Element',
+  'HTMLElement',
+  'Event',
+  'FocusEvent',
+  'KeyboardEvent',
+  'MouseEvent',
+  'DragEvent',
+  'getComputedStyle',
+  'requestAnimationFrame',
+  'cancelAnimationFrame'
+];
+Object.defineProperty(globalThis, 'window', { value: dom.window, configurable: true, writable: true });
 for (const name of names) {
   const value = win[name];
   Object.defineProperty(globalThis, name, {
