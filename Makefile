@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test lint bench docs-images chromium clean
+.PHONY: setup lab demo test test-ts lint bench docs-images chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,12 @@ lint: setup
 	$(BIN)/ruff check codex_exec_kernel tests benchmarks examples
 	$(BIN)/mypy
 
+## The panel's unit tests (node's test runner over the compiled TypeScript).
+test-ts: setup
+	cd labextension && ../$(BIN)/jlpm install >/dev/null && ../$(BIN)/jlpm test
+
 ## Quickstart 2: set up and run the whole test suite.
-test: setup chromium lint
+test: setup chromium lint test-ts
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## The README's figures: the ratio benchmarks and the browser's, into benchmarks/results/.
