@@ -12,11 +12,12 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from connect_routes import client_command
 
 
 class RpcError(Exception):
@@ -29,9 +30,10 @@ class RpcError(Exception):
 class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
                  env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        # `codex-exec serve`, or `codex-exec connect` to a kernel (CODEX_EXEC_STDIO_ROUTE).
+        argv, env, self._cleanup = client_command(options, env, cwd)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "serve", *options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
         )
         self._ids = itertools.count(1)
@@ -192,6 +194,9 @@ class StdioClient:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            cleanup, self._cleanup = self._cleanup, lambda: None
+            cleanup()
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
