@@ -4,7 +4,8 @@
 
 * ``serve`` (default): ``codex-exec serve``.
 * ``existing``: a codex-exec kernel started by jupyter_client's KernelManager from its
-  kernelspec (one per client; ``--ProcessTable.*`` options go to the kernel), reached
+  kernelspec (one per client, with the stdio server's table defaults; the client's
+  ``--ProcessTable.*`` options go to the kernel), reached
   with ``codex-exec connect --existing CONNECTION_FILE``.
 * ``server``: ``jupyter server`` with a token on a loopback port in a temp HOME,
   reached with ``codex-exec connect --url`` (a new kernel per client, shut down when
@@ -54,7 +55,7 @@ NOT_ON_ROUTE: dict[str, tuple[tuple[str, ...], str]] = {
     "test_write_limit": (("server", "gateway"), _SERVER_SETTINGS),
     "test_max_processes": (("server", "gateway"), _SERVER_SETTINGS),
     "test_default_excludes_drop_secrets": (("server", "gateway"), _SERVER_ENV),
-    "test_coalescing_makes_few_large_chunks": (("existing", "server", "gateway"),
+    "test_coalescing_makes_few_large_chunks": (("server", "gateway"),
         "asserts the stdio server's 64 KiB chunk cap; a kernel's default is 2 MiB "
         "(ExecService.coalesce_max_bytes)"),
     "test_cli_help_says_what_it_is": (("existing", "server", "gateway"),
@@ -152,6 +153,7 @@ def start_gateway(base: Path, token: str = TOKEN) -> JupyterServer:
            f"--KernelGatewayApp.port={port}", "--KernelGatewayApp.port_retries=0",
            f"--KernelGatewayApp.auth_token={token}",
            "--KernelGatewayApp.default_kernel_name=codex-exec",
+           "--JupyterWebsocketPersonality.list_kernels=True",
            *(f"--KernelGatewayApp.env_process_whitelist={n}" for n in GATEWAY_KERNEL_ENV)]
     return _start(cmd, env, base, f"http://127.0.0.1:{port}/", token)
 
@@ -199,10 +201,18 @@ def connect_command() -> list[str]:
     return [sys.executable, "-m", "codex_exec_kernel.cli", "connect"]
 
 
-def client_command(options: tuple[str, ...], env: dict[str, str] | None, cwd: str | None
+def startup_timeout(command: list[str] | None) -> float:
+    """How long the first answer may take: a relay first starts or reaches a kernel."""
+    return 10.0 if ROUTE == "serve" and command is None else 60.0
+
+
+def client_command(options: tuple[str, ...], env: dict[str, str] | None, cwd: str | None,
+                   command: list[str] | None = None,
                    ) -> tuple[list[str], dict[str, str] | None, Callable[[], None]]:  # fmt: skip
-    """The command a StdioClient runs for this route, its env, and a cleanup."""
+    """The command a StdioClient runs for this route (or ``command``), its env, a cleanup."""
     serve = [sys.executable, "-m", "codex_exec_kernel.cli", "serve"]
+    if command is not None:
+        return [*command, *options], env, lambda: None
     if ROUTE == "serve":
         return [*serve, *options], env, lambda: None
     kernel_opts = [o for o in options if o.startswith("--ProcessTable.")]
@@ -211,7 +221,13 @@ def client_command(options: tuple[str, ...], env: dict[str, str] | None, cwd: st
         from jupyter_client.manager import KernelManager
 
         km = KernelManager(kernel_name="codex-exec")
-        km.start_kernel(extra_arguments=kernel_opts, env=env or dict(os.environ), cwd=cwd)
+        # The stdio server's table defaults, so that the whole suite holds unchanged
+        # (a kernel's own defaults make larger chunks: see ExecService).
+        stdio_defaults = ["--ExecService.coalesce_window=0.005",
+                          "--ExecService.coalesce_max_bytes=65536",
+                          "--ExecService.retained_bytes=1048576"]  # fmt: skip
+        km.start_kernel(extra_arguments=[*stdio_defaults, *kernel_opts],
+                        env=env or dict(os.environ), cwd=cwd)  # fmt: skip
 
         def shutdown() -> None:
             km.shutdown_kernel(now=False)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from connect_routes import client_command
+from connect_routes import client_command, startup_timeout
 
 
 class RpcError(Exception):
@@ -29,9 +29,10 @@ class RpcError(Exception):
 
 class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 command: list[str] | None = None) -> None:
         # `codex-exec serve`, or `codex-exec connect` to a kernel (CODEX_EXEC_STDIO_ROUTE).
-        argv, env, self._cleanup = client_command(options, env, cwd)
+        argv, env, self._cleanup = client_command(options, env, cwd, command)
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
@@ -49,7 +50,8 @@ class StdioClient:
         self.init_result: dict[str, Any] | None = None
         if initialize:
             self.init_result = self.request("initialize", {"clientName": "pytest",
-                                                           "flowControl": flow_control})
+                                                           "flowControl": flow_control},
+                                            timeout=startup_timeout(command))
             self.notify("initialized", {})
 
     # ------------------------------------------------------------------ plumbing

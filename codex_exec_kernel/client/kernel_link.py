@@ -101,6 +101,46 @@ class KernelLink(ABC):
             if found is not None:
                 return found
 
+    async def call(self, data: dict[str, Any], grace: float = 2.0) -> dict[str, Any]:
+        """Send one request on our comm and return its answer, reading the link directly
+        (so only while nobody else reads it: when opening or reconnecting).
+
+        A kernel without a ``codex.exec`` target on control never answers, but reports
+        idle for our message: past ``grace`` seconds after that, it has no target.
+        """
+        jupyter_id = self.send(data)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        handled = False
+        missing = (f"the kernel {self.where} has no codex.exec comm target (not a codex-exec "
+                   "kernel: use --kernel-name codex-exec, or run %load_ext codex_exec_kernel "
+                   "in it)")  # fmt: skip
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise LinkError(missing if handled else
+                                f"the kernel {self.where} did not answer {data.get('method')}")
+            try:
+                found = await asyncio.wait_for(self.receive(), left)
+            except asyncio.TimeoutError:
+                continue
+            if found.kind == "closed":
+                raise LinkError(missing)
+            if found.kind == "idle" and found.parent_id == jupyter_id and not handled:
+                handled = True
+                deadline = min(deadline, loop.time() + grace)
+            if found.kind == "comm" and found.data.get("id") == data.get("id"):
+                return found.data
+
+    async def open_checked(self, grace: float = 2.0) -> None:
+        """Open a comm and prove the kernel serves ``codex.exec`` on it (else LinkError).
+
+        Any answer proves it: before a handshake every call is -32600 and changes nothing.
+        """
+        self.open_comm()
+        probe = f"codex-exec-probe/{uuid.uuid4().hex}"
+        await self.call({"jsonrpc": "2.0", "id": probe, "method": "process/list"}, grace)
+
     async def reconnect(self) -> None:
         raise LinkError(f"the connection to {self.where} was lost")
 
@@ -265,6 +305,9 @@ class WebSocketLink(KernelLink):
         self.started_kernel = False
         self.where = self.base_url
         self.ws: Any = None
+        self._reading: asyncio.Future[Any] | None = None
+        #: Seconds of silence after which the kernel's existence is checked (REST).
+        self.quiet_check = 5.0
         self._session_id = uuid.uuid4().hex
 
     # ------------------------------------------------------------------ REST
@@ -282,9 +325,9 @@ class WebSocketLink(KernelLink):
         except HTTPClientError as exc:  # pragma: no cover - raise_error=False
             raise LinkError(f"{self.base_url}: {exc}")
         except OSError as exc:
-            raise LinkError(f"cannot reach {self.base_url}: {exc.strerror or exc}")
+            raise LinkLost(f"cannot reach {self.base_url}: {exc.strerror or exc}")
         if response.code == 599:
-            raise LinkError(f"cannot reach {self.base_url}: {response.error}")
+            raise LinkLost(f"cannot reach {self.base_url}: {response.error}")
         if response.code in (401, 403):
             raise LinkError(f"{self.base_url} refused the token (HTTP {response.code} "
                             f"{response.reason}); pass --token or set JUPYTER_TOKEN")  # fmt: skip
@@ -313,10 +356,14 @@ class WebSocketLink(KernelLink):
         self.where = f"{self.kernel_id} at {self.base_url}"
         await self._connect()
 
-    async def _check_kernel(self) -> None:
+    async def _check_kernel(self, gone: bool = False) -> None:
+        """LinkError when the kernel does not exist (``gone``: it did a moment ago)."""
         assert self.kernel_id is not None
         kid = urllib.parse.quote(self.kernel_id, safe="")
         code, _ = await self._rest("GET", f"api/kernels/{kid}")
+        if code == 404 and gone:
+            self.started_kernel = False
+            raise LinkError(f"the kernel {self.where} is gone (shut down or died)")
         if code == 404:
             raise LinkError(f"no kernel with id {self.kernel_id} at {self.base_url}")
         if code >= 300:
@@ -336,7 +383,9 @@ class WebSocketLink(KernelLink):
         request = HTTPRequest(url, headers=self._headers(), connect_timeout=self.timeout,
                               request_timeout=self.timeout)  # fmt: skip
         try:
-            self.ws = await websocket_connect(request, max_message_size=self.max_message_size)
+            # Pings find a connection that died without a close (a half-open TCP).
+            self.ws = await websocket_connect(request, max_message_size=self.max_message_size,
+                                              ping_interval=10, ping_timeout=30)  # fmt: skip
         except HTTPClientError as exc:
             if exc.code in (401, 403):
                 raise LinkError(f"{self.base_url} refused the token (HTTP {exc.code})")
@@ -371,7 +420,7 @@ class WebSocketLink(KernelLink):
     async def reconnect(self) -> None:
         """A new websocket to the same kernel, if it still exists (else :class:`LinkError`)."""
         self._drop_ws()
-        await self._check_kernel()
+        await self._check_kernel(gone=True)
         await self._connect()
 
     # ------------------------------------------------------------------ frames
@@ -392,14 +441,29 @@ class WebSocketLink(KernelLink):
     async def _next_msg(self) -> dict[str, Any]:
         if self.ws is None:
             raise LinkLost(f"not connected to {self.where}")
-        frame = await self.ws.read_message()
+        while True:
+            # A server keeps the websocket open when it shuts the kernel down: after a
+            # quiet while, ask the REST API whether the kernel still exists.
+            try:
+                frame = await asyncio.wait_for(asyncio.shield(self._read()), self.quiet_check)
+                break
+            except asyncio.TimeoutError:
+                await self._check_kernel(gone=True)
         if frame is None:
+            self._reading = None
             raise LinkLost(f"the websocket to {self.where} was closed")
         if isinstance(frame, bytes):
             return deserialize_binary(frame)
         return json.loads(frame)
 
+    def _read(self) -> asyncio.Future[Any]:
+        """The pending read: kept across a quiet-check timeout, so no frame is lost."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self.ws.read_message())
+        return self._reading
+
     def _drop_ws(self) -> None:
+        self._reading = None
         if self.ws is not None:
             self.ws.close()
             self.ws = None

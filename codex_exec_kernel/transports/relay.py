@@ -46,7 +46,7 @@ from typing import Any
 from traitlets import Float
 from traitlets.config import Application, Configurable
 
-from ..client.kernel_link import KernelLink, LinkError, LinkLost, LinkMessage
+from ..client.kernel_link import KernelLink, LinkError, LinkLost
 from ..protocol import (
     INTERNAL_ERROR,
     PARSE_ERROR,
@@ -85,6 +85,8 @@ class Pending:
     message: dict[str, Any]
     #: For initialize: whether the peer itself asked for flow control.
     peer_flow_control: bool = False
+    #: Whether it went out on a link (then a reconnect must resend it or answer it).
+    sent: bool = False
 
 
 def _key(msg_id: Any) -> Any:
@@ -159,9 +161,7 @@ class Relay(Configurable):
     async def open(self) -> None:
         """Reach the kernel and check that it serves ``codex.exec`` (else LinkError)."""
         await self.link.start()
-        self.link.open_comm()
-        # Any answer proves the target: before a handshake every call is -32600.
-        await self._call("process/list", None)
+        await self.link.open_checked(self.probe_grace)
         self.connected = True
 
     async def run(self) -> None:
@@ -184,73 +184,38 @@ class Relay(Configurable):
     def _is_private(self, msg_id: Any) -> bool:
         return isinstance(msg_id, str) and msg_id.startswith(f"codex-exec-connect/{self._nonce}/")
 
-    async def _call(self, method: str, params: Any) -> LinkMessage:
-        """A request of the relay's own, answered before anything else is relayed."""
-        msg_id = self._private_id()
-        data: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
-        if params is not None:
-            data["params"] = params
-        jupyter_id = self.link.send(data)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.link.timeout
-        missing = (f"the kernel {self.link.where} has no codex.exec comm target (not a "
-                   "codex-exec kernel: use --kernel-name codex-exec, or run "
-                   "%load_ext codex_exec_kernel in it)")  # fmt: skip
-        handled = False  # the kernel reported idle after our message
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise LinkError(missing if handled else
-                                f"the kernel {self.link.where} did not answer {method}")
-            try:
-                found = await asyncio.wait_for(self.link.receive(), left)
-            except asyncio.TimeoutError:
-                continue
-            if found.kind == "closed":
-                raise LinkError(missing)
-            if found.kind == "idle" and found.parent_id == jupyter_id:
-                # The kernel handled our message; the comm's answer follows at once if
-                # there is a codex.exec target at all.
-                deadline = min(deadline, loop.time() + self.probe_grace)
-                handled = True
-            if found.kind == "comm" and found.data.get("id") == msg_id:
-                return found
-
     async def _reconnect(self, why: LinkLost) -> None:
         self.connected = False
         if not self.link.can_reconnect:
             raise LinkError(str(why))
         log.warning("codex-exec connect: %s; reconnecting", why)
-        old_comm = self.link.comm_id
+        stale = [self.link.comm_id]  # comms whose subscriptions stall until closed
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reconnect_timeout
         delay = 0.05
         while True:
             try:
                 await self.link.reconnect()
+                await self._resume()
                 break
             except LinkLost as exc:
+                if self.link.comm_id not in stale:
+                    stale.append(self.link.comm_id)
                 if loop.time() + delay > deadline:
                     raise LinkError(f"could not reconnect to {self.link.where} within "
                                     f"{self.reconnect_timeout:g} s: {exc}")  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
-        # The old comm's connection still counts toward flow control in the kernel.
-        self.link.close_comm(old_comm)
-        self.link.open_comm()
-        if self.init_params is not None:
-            await self._call("initialize", self.init_params)
-            if self.peer_initialized:
-                self.link.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
-            for process_id, followed in self.followed.items():
-                followed.skip_upto = followed.last_seq
-                self.link.send({"jsonrpc": "2.0", "id": self._private_id(),
-                                "method": "process/subscribe",
-                                "params": {"processId": process_id,
-                                           "afterSeq": followed.last_seq}})  # fmt: skip
+        # Only now close the old comms: while open, their (stalled) subscriptions hold
+        # each process to the flow-control window, so nothing runs past what the kernel
+        # retains before the new subscription takes over. The kernel serves these in order.
+        for comm_id in stale:
+            self.link.close_comm(comm_id)
         self.connected = True
         for key, pending in list(self.pending.items()):
             method = pending.message.get("method")
+            if not pending.sent:
+                continue  # still in the outbox: sent below
             if method in REPEATABLE:
                 self.link.send(pending.message)
             else:
@@ -261,6 +226,22 @@ class Relay(Configurable):
         outbox, self.outbox = self.outbox, []
         for message in outbox:
             self._forward(message)
+
+    async def _resume(self) -> None:
+        """On a new connection: a new comm, the peer's handshake, its subscriptions."""
+        await self.link.open_checked(self.probe_grace)
+        if self.init_params is not None:
+            await self.link.call({"jsonrpc": "2.0", "id": self._private_id(),
+                                  "method": "initialize", "params": self.init_params},
+                                 self.probe_grace)  # fmt: skip
+            if self.peer_initialized:
+                self.link.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+            for process_id, followed in self.followed.items():
+                followed.skip_upto = followed.last_seq
+                self.link.send({"jsonrpc": "2.0", "id": self._private_id(),
+                                "method": "process/subscribe",
+                                "params": {"processId": process_id,
+                                           "afterSeq": followed.last_seq}})  # fmt: skip
 
     # ------------------------------------------------------------------ kernel → peer
     def _from_kernel(self, data: dict[str, Any], buffers: list[bytes]) -> None:
@@ -378,15 +359,18 @@ class Relay(Configurable):
         return obj
 
     def _forward(self, message: dict[str, Any]) -> None:
-        if not self.connected:
-            self.outbox.append(message)
-            return
-        try:
-            self.link.send(message)
-        except LinkLost:
-            # Sent again after the reconnect: kept as pending (requests) or in the outbox.
-            if _key(message.get("id")) not in self.pending:
-                self.outbox.append(message)
+        """Send to the kernel, or keep for after the reconnect if the link is down."""
+        if self.connected:
+            try:
+                self.link.send(message)
+            except LinkLost:
+                pass  # the pump sees the drop too and reconnects
+            else:
+                pending = self.pending.get(_key(message.get("id")))
+                if pending is not None and pending.message is message:
+                    pending.sent = True
+                return
+        self.outbox.append(message)
 
 
 # ---------------------------------------------------------------------------- the app
@@ -445,7 +429,7 @@ class ConnectApp(Application):
 
 def main(args: Any, rest: list[str]) -> int:
     """Entry point of ``codex-exec connect`` (``args`` from the CLI parser)."""
-    from ..client.kernel_link import WebSocketLink, ZmqLink
+    from ..client.kernel_link import WebSocketLink, ZmqLink, split_url
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app = ConnectApp()
@@ -454,10 +438,11 @@ def main(args: Any, rest: list[str]) -> int:
     if args.existing:
         link = ZmqLink(args.existing, timeout=args.timeout)
     else:
-        token = args.token
-        if token is None:
-            token = os.environ.get("JUPYTER_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
         try:
+            # --token, else the URL's ?token=, else the environment (keeps it out of `ps`)
+            token = args.token if args.token is not None else split_url(args.url, None)[1]
+            if not token:
+                token = os.environ.get("JUPYTER_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
             link = WebSocketLink(args.url, token, kernel_id=args.kernel,
                                  kernel_name=args.kernel_name, keep_kernel=args.keep_kernel,
                                  timeout=args.timeout)  # fmt: skip
