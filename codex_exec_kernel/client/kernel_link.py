@@ -385,7 +385,7 @@ class WebSocketLink(KernelLink):
         try:
             # Pings find a connection that died without a close (a half-open TCP).
             self.ws = await websocket_connect(request, max_message_size=self.max_message_size,
-                                              ping_interval=10, ping_timeout=30)  # fmt: skip
+                                              ping_interval=10, ping_timeout=10)  # fmt: skip
         except HTTPClientError as exc:
             if exc.code in (401, 403):
                 raise LinkError(f"{self.base_url} refused the token (HTTP {exc.code})")
@@ -443,14 +443,16 @@ class WebSocketLink(KernelLink):
             raise LinkLost(f"not connected to {self.where}")
         while True:
             # A server keeps the websocket open when it shuts the kernel down: after a
-            # quiet while, ask the REST API whether the kernel still exists.
-            try:
-                frame = await asyncio.wait_for(asyncio.shield(self._read()), self.quiet_check)
+            # quiet while, ask the REST API whether the kernel still exists. (The read
+            # stays pending across the check, so no frame is lost.)
+            reading = self._read()
+            done, _ = await asyncio.wait({reading}, timeout=self.quiet_check)
+            if done:
+                self._reading = None
+                frame = reading.result()
                 break
-            except asyncio.TimeoutError:
-                await self._check_kernel(gone=True)
+            await self._check_kernel(gone=True)
         if frame is None:
-            self._reading = None
             raise LinkLost(f"the websocket to {self.where} was closed")
         if isinstance(frame, bytes):
             return deserialize_binary(frame)

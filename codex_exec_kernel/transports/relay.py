@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from traitlets import Float
+from traitlets import Float, Int
 from traitlets.config import Application, Configurable
 
 from ..client.kernel_link import KernelLink, LinkError, LinkLost
@@ -140,6 +140,13 @@ class Relay(Configurable):
         "past that the kernel is taken to have no codex.exec target.",
     )  # fmt: skip
 
+    ack_bytes = Int(
+        1024 * 1024, config=True,
+        help="For a peer without flow control, the relay acks output past this many bytes "
+        "at once (keep it well under the kernel's ProcessTable.flow_control_window)...",
+    )  # fmt: skip
+    ack_delay = Float(0.05, config=True, help="...and any smaller amount after this many seconds.")
+
     def __init__(self, link: KernelLink, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.link = link
@@ -154,6 +161,8 @@ class Relay(Configurable):
         self.peer_initialized = False
         self.peer_flow_control = False
         self._unacked: dict[str, int] = {}
+        self._unacked_bytes = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._nonce = uuid.uuid4().hex[:12]
         self._counter = 0
 
@@ -254,7 +263,9 @@ class Relay(Configurable):
                 return
             self._to_peer(data)
             if method == "process/output" and not self.peer_flow_control:
-                self._ack(params.get("processId"), params.get("seq"))
+                chunk = params.get("chunk")
+                size = len(chunk) * 3 // 4 if isinstance(chunk, str) else 0
+                self._ack(params.get("processId"), params.get("seq"), size)
             return
         msg_id = data.get("id")
         if self._is_private(msg_id):
@@ -295,27 +306,38 @@ class Relay(Configurable):
         if self.state is not None:
             self.state.send(message)
 
-    def _ack(self, process_id: Any, seq: Any) -> None:
-        """Ack on behalf of a peer that did not ask for flow control (see module doc)."""
+    def _ack(self, process_id: Any, seq: Any, size: int) -> None:
+        """Ack on behalf of a peer that did not ask for flow control (see module doc).
+
+        Batched: at once past ``ack_bytes`` unacknowledged, else after ``ack_delay``,
+        so a flood or a typing session does not cost one control message per chunk.
+        Held while stdout is congested (the peer is not reading)."""
         if not isinstance(process_id, str) or not isinstance(seq, int):
             return
+        self._unacked[process_id] = seq
+        self._unacked_bytes += size
         if self.state is not None and self.state.congested:
-            self._unacked[process_id] = seq
             return
-        self._send_ack(process_id, seq)
+        if self._unacked_bytes >= self.ack_bytes:
+            self.flush_acks()
+        elif self._ack_timer is None:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(self.ack_delay, self.flush_acks)
 
-    def _send_ack(self, process_id: str, seq: int) -> None:
-        if self.connected:
+    def flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if not self.connected or (self.state is not None and self.state.congested):
+            return
+        unacked, self._unacked = self._unacked, {}
+        self._unacked_bytes = 0
+        for process_id, seq in unacked.items():
             try:
                 self.link.send({"jsonrpc": "2.0", "method": "process/ack",
                                 "params": {"processId": process_id, "seq": seq}})  # fmt: skip
             except LinkLost:
-                pass  # a re-subscribe after the reconnect starts a new window
-
-    def flush_acks(self) -> None:
-        unacked, self._unacked = self._unacked, {}
-        for process_id, seq in unacked.items():
-            self._send_ack(process_id, seq)
+                return  # a re-subscribe after the reconnect starts a new window
 
     # ------------------------------------------------------------------ peer → kernel
     # (what StdioServer needs of a dispatcher)
