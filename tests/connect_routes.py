@@ -55,6 +55,8 @@ NOT_ON_ROUTE: dict[str, tuple[tuple[str, ...], str]] = {
     "test_write_limit": (("server", "gateway"), _SERVER_SETTINGS),
     "test_max_processes": (("server", "gateway"), _SERVER_SETTINGS),
     "test_default_excludes_drop_secrets": (("server", "gateway"), _SERVER_ENV),
+    "test_cwd_default_and_given": (("server", "gateway"), _SERVER_ENV),
+    "test_environment_rules": (("server", "gateway"), _SERVER_ENV),
     "test_coalescing_makes_few_large_chunks": (("server", "gateway"),
         "asserts the stdio server's 64 KiB chunk cap; a kernel's default is 2 MiB "
         "(ExecService.coalesce_max_bytes)"),
