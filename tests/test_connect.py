@@ -137,6 +137,24 @@ def test_kernel_shut_down_under_the_relay_ends_it(jserver: JupyterServer) -> Non
         relay.close()
 
 
+def test_kernel_restart_under_the_relay_ends_it() -> None:
+    """A restart empties the kernel's table: the relay says so and exits 1 (no hang)."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="codex-exec")
+    km.start_kernel()
+    relay = StdioClient(command=[*connect_command(), "--existing", km.connection_file])
+    try:
+        relay.request("process/start", {"argv": ["sleep", "60"]})
+        km.restart_kernel(now=True)
+        assert relay.proc.wait(60) == 1
+        err = relay.proc.stderr.read().decode().strip().splitlines()
+        assert err and ("restarted" in err[-1] or "stopped answering" in err[-1]), err
+    finally:
+        relay.close()
+        km.shutdown_kernel(now=True)
+
+
 # ---------------------------------------------------------------------------- drops
 
 

@@ -174,9 +174,11 @@ class KernelLink(ABC):
             state = content.get("execution_state")
             if state == "idle":
                 return LinkMessage("idle", parent_id=msg.get("parent_header", {}).get("msg_id", ""))
-            if state in ("dead", "restarting"):
-                # Published by the Jupyter server's restarter: the table went with the kernel.
-                raise LinkError(f"the kernel {self.where} died ({state})")
+            if state in ("dead", "restarting", "starting"):
+                # dead/restarting: from a Jupyter server's restarter; starting: a kernel
+                # publishes it when it boots, so once we are connected it was restarted.
+                # Either way the process table went with the old kernel.
+                raise LinkError(f"the kernel {self.where} died or restarted ({state})")
         return None
 
 

@@ -371,8 +371,8 @@ class Relay(Configurable):
             if flow is False or flow is True:
                 peer_flow_control = flow
                 obj = {**obj, "params": {**params, "flowControl": True}}
-        elif method == "initialized" and self.init_params is not None:
-            self.peer_initialized = True
+        elif method == "initialized":
+            self.peer_initialized = True  # repeated after a reconnect (if it was valid)
         elif method == "process/write" and isinstance(params, dict) and "writeId" not in params:
             obj = {**obj, "params": {**params, "writeId": self._private_id()}}
         key = _key(obj.get("id"))
