@@ -137,6 +137,11 @@ class ExecClient:
         return self._client.server_info
 
     @property
+    def kernel_id(self) -> str | None:
+        """The kernel's id on the Jupyter server (``connect_url`` clients), else None."""
+        return getattr(self._client, "kernel_id", None)
+
+    @property
     def subshell_id(self) -> str | None:
         return self._client.subshell_id
 
