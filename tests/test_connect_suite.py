@@ -7,8 +7,7 @@ runs every stdio test; ``server`` (``--url`` to a Jupyter server with a token) a
 error codes, each kind of method, 10 MiB exact by hash, lifecycle, and on ``server``
 the 200 MB flood with a stalled reader (relay memory bounded) — because each client
 there starts a kernel through the server: the whole suite took 14 min per route on
-the shared 2-core machine, too slow for CI. (The whole suite passed on ``server``
-by hand, with the environment/cwd tests skipped as connect_routes says.)
+the shared 2-core machine, too slow for CI.
 To run the whole suite on any route by hand:
 ``CODEX_EXEC_STDIO_ROUTE=server .venv/bin/python -m pytest tests/test_stdio_*.py``.
 """
