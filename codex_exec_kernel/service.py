@@ -43,7 +43,10 @@ class ExecService(Configurable):
     coalesce_max_bytes = Int(
         2 * MiB, config=True, help="ProcessTable.coalesce_max_bytes in kernels."
     )
-    retained_bytes = Int(4 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+    # At least flow_control_window + coalesce_max_bytes (+ one read): what a flow-controlled
+    # client may not have received when its connection drops stays retained, so it can
+    # refill every byte after a reconnect (`codex-exec connect`, the panel).
+    retained_bytes = Int(8 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
 
     def __init__(self, kernel: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)

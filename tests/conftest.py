@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from connect_routes import skip_reason, start_route_server
 from stdio_client import StdioClient
 from waiting import pid_alive, scaled, wait_gone, wait_until  # noqa: F401  (re-exported)
 
@@ -106,3 +107,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         seconds = float(marker.args[0]) if marker and marker.args else default
         if seconds:
             item.add_marker(pytest.mark.timeout(scaled(seconds)), append=False)
+    for item in items:  # tests that cannot hold through `codex-exec connect` on this route
+        reason = skip_reason(item.name)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stdio_route_server() -> Iterator[None]:
+    """The Jupyter server or gateway the stdio suite's route needs (see connect_routes)."""
+    stop = start_route_server()
+    yield
+    stop()

@@ -17,17 +17,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from commands import CODEX_EXEC
+from commands import CODEX_EXEC  # noqa: F401
+from connect_routes import client_command, startup_timeout
 from rpc import RpcError, b64  # noqa: F401  (re-exported for the tests)
 from waiting import scaled
 
 
 class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 command: list[str] | None = None) -> None:
+        # `codex-exec serve`, or `codex-exec connect` to a kernel (CODEX_EXEC_STDIO_ROUTE).
+        argv, env, self._cleanup = client_command(options, env, cwd, command)
         self.proc = subprocess.Popen(
-            [CODEX_EXEC, "serve", *options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
         )
         self._ids = itertools.count(1)
@@ -43,7 +46,8 @@ class StdioClient:
         self.init_result: dict[str, Any] | None = None
         if initialize:
             self.init_result = self.request("initialize", {"clientName": "pytest",
-                                                           "flowControl": flow_control})
+                                                           "flowControl": flow_control},
+                                            timeout=startup_timeout(command))
             self.notify("initialized", {})
 
     # ------------------------------------------------------------------ plumbing
@@ -188,6 +192,9 @@ class StdioClient:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            cleanup, self._cleanup = self._cleanup, lambda: None
+            cleanup()
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -236,6 +236,24 @@ class AsyncExecClient:
         await client.open()
         return client
 
+    @classmethod
+    async def connect_url(
+        cls,
+        url: str,
+        token: str | None = None,
+        kernel_id: str | None = None,
+        kernel_name: str = "codex-exec",
+        keep_kernel: bool = False,
+        **kwargs: Any,
+    ) -> AsyncExecClient:
+        """Reach a kernel through a Jupyter server (or JupyterHub, or Kernel Gateway):
+        its REST API and kernel websocket. Starts a ``kernel_name`` kernel when no
+        ``kernel_id`` is given, shut down again by :meth:`close` unless ``keep_kernel``."""
+        from .linked import LinkedExecClient
+
+        return await LinkedExecClient.over_url(url, token, kernel_id, kernel_name, keep_kernel,
+                                               **kwargs)  # fmt: skip
+
     async def open(self) -> None:
         self.kc.start_channels()
         features = await self._kernel_features()

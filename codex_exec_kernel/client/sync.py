@@ -127,9 +127,26 @@ class ExecClient:
             raise
         return cls(runner, client)
 
+    @classmethod
+    def connect_url(cls, url: str, token: str | None = None, kernel_id: str | None = None,
+                    **kwargs: Any) -> ExecClient:  # fmt: skip
+        """Through a Jupyter server's websocket; see ``AsyncExecClient.connect_url``."""
+        runner = _LoopThread()
+        try:
+            client = runner.run(AsyncExecClient.connect_url(url, token, kernel_id, **kwargs))
+        except BaseException:
+            runner.stop()
+            raise
+        return cls(runner, client)
+
     @property
     def server_info(self) -> dict[str, Any]:
         return self._client.server_info
+
+    @property
+    def kernel_id(self) -> str | None:
+        """The kernel's id on the Jupyter server (``connect_url`` clients), else None."""
+        return getattr(self._client, "kernel_id", None)
 
     @property
     def subshell_id(self) -> str | None:
