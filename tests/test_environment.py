@@ -55,3 +55,26 @@ def test_kernel_terminal_shell_with_a_realistic_bashrc(
         out = shell.output(timeout=scaled(60))
     assert out.exit_code == 0, out
     assert b"rc-loaded-alias" in out.pty, out.pty.decode(errors="replace")
+
+
+def test_test_artifacts_go_to_ignored_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screenshots and browser figures from a test run must not rewrite the tracked
+    docs/img/*.png and benchmarks/results/*.json (a clean clone stays clean); only
+    `make docs-images` and `make bench` point them there."""
+    monkeypatch.delenv("CODEX_EXEC_DOCS_IMG_DIR", raising=False)
+    monkeypatch.delenv("CODEX_EXEC_RESULTS_DIR", raising=False)
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    spec = importlib.util.spec_from_file_location("browser_conftest",
+                                                  root / "tests" / "browser" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    browser_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(browser_conftest)
+    for where in (browser_conftest.IMG_DIR / "demo-workspace.png",
+                  browser_conftest.RESULTS_DIR / "browser-flood.json"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(where)], cwd=root)
+        assert ignored.returncode == 0, f"{where} is not ignored by git"
