@@ -65,6 +65,11 @@ class ProcessBackend(ABC):
     @abstractmethod
     def stdin_open(self) -> bool: ...
 
+    @property
+    def queued_input_bytes(self) -> int:
+        """Input accepted but not yet taken by the child (bounded by the table)."""
+        return 0
+
     @abstractmethod
     def resize(self, rows: int, cols: int) -> None: ...
 
@@ -102,6 +107,7 @@ class LocalBackend(ProcessBackend):
         self._poll_handle: asyncio.TimerHandle | None = None
         self._kill_handle: asyncio.TimerHandle | None = None
         self._pending: deque[bytes] = deque()  # input not yet taken by the child
+        self._pending_bytes = 0
         self._writing = False
         self._stdin_open = tty or child.stdin_fd is not None
         self._eof_after_pending = False
@@ -203,8 +209,13 @@ class LocalBackend(ProcessBackend):
             return False
         if data:
             self._pending.append(data)
+            self._pending_bytes += len(data)
             self._flush_input()
         return True
+
+    @property
+    def queued_input_bytes(self) -> int:
+        return self._pending_bytes
 
     def close_stdin(self) -> bool:
         if not self.stdin_open or self._eof_after_pending:
@@ -213,6 +224,7 @@ class LocalBackend(ProcessBackend):
             # The terminal's EOF character (VEOF, normally ^D), as a user would type it.
             eof = termios_veof(self.child.pty_fd)
             self._pending.append(eof)
+            self._pending_bytes += len(eof)
             self._flush_input()
             return True
         self._eof_after_pending = True
@@ -230,9 +242,11 @@ class LocalBackend(ProcessBackend):
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.EIO, errno.EBADF):
                     self._pending.clear()
+                    self._pending_bytes = 0
                     self._close_input()
                     return
                 raise
+            self._pending_bytes -= n
             if n < len(data):
                 self._pending[0] = data[n:]
             else:

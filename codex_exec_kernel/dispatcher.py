@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ._version import __version__
-from .process import Event
+from .process import Event, ManagedProcess
 from .protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -94,6 +94,11 @@ class ConnectionState:
         self.flow_control = False
         self.closed = False
         self._congested = False
+        #: Requests whose handler is still running (awaiting); the stdio transport stops
+        #: reading requests past ``StdioServer.max_requests_in_flight``.
+        self.in_flight = 0
+        #: Called when one of those finishes (the transport may read again).
+        self.on_request_done: Callable[[], None] | None = None
 
     # -- Subscriber protocol (see process.Subscriber)
     @property
@@ -203,12 +208,16 @@ class Dispatcher:
         self.table.drop_subscriber(state)
 
     # ------------------------------------------------------------------ entry points
-    def handle_text(self, state: ConnectionState, text: str | bytes) -> None:
+    def handle_text(self, state: ConnectionState, text: str | bytes | bytearray) -> None:
         """A line of JSON from a text transport."""
         try:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             state.send(error_response(None, ProtocolError(PARSE_ERROR, f"not JSON: {exc}")))
+            return
+        except RecursionError:
+            err = ProtocolError(PARSE_ERROR, "not JSON this server accepts: nested too deeply")
+            state.send(error_response(None, err))
             return
         self.handle(state, obj, ())
 
@@ -233,9 +242,16 @@ class Dispatcher:
         if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
             task = asyncio.ensure_future(self._finish(state, msg, outcome), loop=self.table.loop)
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            state.in_flight += 1
+            task.add_done_callback(lambda t: self._finished(state, t))
         else:
             self._answer(state, msg, outcome)
+
+    def _finished(self, state: ConnectionState, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        state.in_flight -= 1
+        if state.on_request_done is not None and not state.closed:
+            state.on_request_done()
 
     async def _finish(self, state: ConnectionState, msg: Message, outcome: Awaitable[Any]) -> None:
         try:
@@ -304,9 +320,21 @@ class Dispatcher:
         proc.subscribe(state, 0)
         return {"processId": proc.process_id, "pid": proc.pid}
 
-    async def _read(self, state: ConnectionState, params: ReadParams) -> Reply:
+    def _read(self, state: ConnectionState, params: ReadParams) -> Reply | Awaitable[Reply]:
         proc = self.table.require(params.process_id)
+        if params.wait_ms == 0 or proc.readable(params.after_seq):
+            # Answered in this loop turn: no task, and the transport sees the answer's
+            # size before it reads the next request.
+            return self._read_reply(state, proc.read(params.after_seq, params.max_bytes))
+        return self._read_waiting(state, proc, params)
+
+    async def _read_waiting(
+        self, state: ConnectionState, proc: ManagedProcess, params: ReadParams
+    ) -> Reply:
         result = await proc.read_wait(params.after_seq, params.max_bytes, params.wait_ms / 1000)
+        return self._read_reply(state, result)
+
+    def _read_reply(self, state: ConnectionState, result: dict[str, Any]) -> Reply:
         out: list[bytes] | None = [] if state.binary else None
         result["chunks"] = [
             {"seq": e.seq, "stream": e.stream, "chunk": encode_bytes(e.data, out)}

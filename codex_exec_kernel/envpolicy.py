@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 from .protocol import EnvPolicy, SpawnSpec
 
@@ -19,14 +20,18 @@ CORE_VARS = (
 DEFAULT_EXCLUDES = ("*KEY*", "*SECRET*", "*TOKEN*")
 
 
-def _matches(name: str, globs: Iterable[str]) -> bool:
-    """Case-insensitive ``*``/``?`` glob match (``[`` is literal, as in the reference)."""
-    upper = name.upper()
-    for glob in globs:
-        pattern = glob.upper().replace("[", "[[]")
-        if fnmatch.fnmatchcase(upper, pattern):
-            return True
-    return False
+def matcher(globs: Iterable[str]) -> Callable[[str], bool]:
+    """One compiled test for a list of case-insensitive ``*``/``?`` globs (``[`` is
+    literal, as in the reference). Compiled once per request: matching each variable
+    against each glob with ``fnmatch`` thrashed its pattern cache and held the loop
+    for a minute with 40,000 globs (the count is capped too: ``max_env_globs``)."""
+    # fnmatch.translate makes each glob a regex without catastrophic backtracking.
+    # One regex per glob: a single alternation of hundreds compiles in quadratic time.
+    patterns = [re.compile(fnmatch.translate(g.upper().replace("[", "[[]"))) for g in globs]
+    return lambda name: any(p.match(name.upper()) for p in patterns)
+
+
+_default_excluded = matcher(DEFAULT_EXCLUDES)
 
 
 def apply_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, str]:
@@ -38,12 +43,14 @@ def apply_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, str]:
     else:
         env = {}
     if not policy.ignore_default_excludes:
-        env = {k: v for k, v in env.items() if not _matches(k, DEFAULT_EXCLUDES)}
+        env = {k: v for k, v in env.items() if not _default_excluded(k)}
     if policy.exclude:
-        env = {k: v for k, v in env.items() if not _matches(k, policy.exclude)}
+        excluded = matcher(policy.exclude)
+        env = {k: v for k, v in env.items() if not excluded(k)}
     env.update(policy.set)
     if policy.include_only:
-        env = {k: v for k, v in env.items() if _matches(k, policy.include_only)}
+        included = matcher(policy.include_only)
+        env = {k: v for k, v in env.items() if included(k)}
     return env
 
 

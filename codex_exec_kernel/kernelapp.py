@@ -6,7 +6,7 @@ from typing import Any
 
 import zmq
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Type, default
+from traitlets import Int, Type, default
 
 from .kernel import CodexExecKernel, install_sigterm_handler
 
@@ -16,14 +16,21 @@ class CodexExecKernelApp(IPKernelApp):
 
     name = "codex-exec-kernel"
     kernel_class = Type(CodexExecKernel, klass="ipykernel.kernelbase.Kernel", config=True)
+    iopub_sndhwm = Int(
+        32,
+        config=True,
+        help="Messages IOPub queues for one subscriber before sending waits for it.",
+    )
 
     def _bind_socket(self, s: Any, port: Any) -> Any:
         # IOPub is an XPUB with libzmq's default high-water mark of 1000 messages: a
         # client that falls behind silently loses everything past it (our output, its
-        # exit event, even `status: idle`). No limit and NODROP keep every message; the
-        # protocol's flow control is what bounds the memory this may take.
+        # exit event, even `status: idle`). NODROP keeps every message: at the (small,
+        # finite) high-water mark of the slowest subscriber the IOPub thread's send
+        # waits instead, and the IOPub gate (iopubgate.py) pauses our processes while
+        # it waits, so a stalled client bounds the kernel's memory instead of growing it.
         if s.type == zmq.XPUB:
-            s.sndhwm = 0
+            s.sndhwm = self.iopub_sndhwm
             s.setsockopt(zmq.XPUB_NODROP, 1)
         return super()._bind_socket(s, port)
 

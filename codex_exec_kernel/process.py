@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .backend import ProcessBackend
-from .protocol import invalid_params
+from .protocol import LIMIT_REACHED, ProtocolError, invalid_params
 
 if TYPE_CHECKING:
     from .table import ProcessTable
@@ -151,6 +151,14 @@ class ManagedProcess:
         self.table.owner.check()
         if write_id is not None and not self.remember_write(write_id):
             return "accepted"
+        queued = self.backend.queued_input_bytes
+        if queued + len(data) > self.table.max_stdin_queue_bytes:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"{queued} bytes of input are still queued for {self.process_id!r}; "
+                f"{len(data)} more would pass the limit of {self.table.max_stdin_queue_bytes}",
+                {"queuedBytes": queued, "limit": self.table.max_stdin_queue_bytes},
+            )
         self._expedite = True
         return "accepted" if self.backend.write(data) else "stdinClosed"
 
@@ -226,6 +234,7 @@ class ManagedProcess:
         self._resume_if_paused()
         self.backend.close()
         self._removal = self.loop.call_later(self.table.retention_seconds, self._expire)
+        self.table.entry_closed(self)
 
     def _expire(self) -> None:
         self.table.remove(self)
@@ -252,6 +261,21 @@ class ManagedProcess:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def evict_output(self) -> int:
+        """Give up every retained output chunk (oldest first, like retention: the deque
+        stays consecutive); returns the bytes freed. The table calls this on closed
+        entries when their total passes ``closed_retained_bytes``."""
+        last_output = max(
+            (i for i, e in enumerate(self.events) if e.kind == "output"), default=-1
+        )
+        freed = 0
+        for _ in range(last_output + 1):
+            freed += len(self.events.popleft().data)
+        if self.events:
+            self.first_retained_seq = self.events[0].seq
+        self.retained_bytes -= freed
+        return freed
 
     def events_after(self, after_seq: int) -> Iterator[Event]:
         if not self.events or self.events[-1].seq <= after_seq:
@@ -280,11 +304,8 @@ class ManagedProcess:
         deadline = self.loop.time() + wait
         while True:
             result = self.read(after_seq, max_bytes)
-            ready = (
-                result["chunks"] or self.closed or (self.exited and self.has_event_after(after_seq))
-            )
             remaining = deadline - self.loop.time()
-            if ready or remaining <= 0:
+            if self.readable(after_seq) or remaining <= 0:
                 return result
             fut = self.wait_event()
             try:
@@ -392,6 +413,15 @@ class ManagedProcess:
             "failure": self.failure,
             "firstRetainedSeq": self.first_retained_seq,
         }
+
+    def readable(self, after_seq: int) -> bool:
+        """Whether a read after ``after_seq`` has something to return without waiting:
+        output, the close, or the exit."""
+        if self.closed:
+            return True
+        if not self.has_event_after(after_seq):
+            return False
+        return self.exited or any(e.kind == "output" for e in self.events_after(after_seq))
 
     @property
     def pid(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
 import signal as _signal
@@ -22,6 +23,8 @@ from typing import Any
 PROTOCOL_VERSION = "codex-exec.v1"
 #: The Jupyter comm target the kernel registers and every client opens.
 COMM_TARGET = "codex.exec"
+#: Process ids of attached background sessions (``session:<id>``); reserved for them.
+SESSION_PROCESS_PREFIX = "session:"
 
 # JSON-RPC error codes used by the protocol.
 PARSE_ERROR = -32700
@@ -116,6 +119,16 @@ def _is_int(value: Any) -> bool:
 Buffers = Sequence[bytes | memoryview]
 
 
+def _text(name: str, value: str) -> str:
+    """A string that can cross to the OS and back: JSON allows lone surrogates
+    (``"\\ud800"``), UTF-8 and therefore argv, env and paths do not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_params(f"{name} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 class FieldReader:
     """Reads typed fields out of a params object, raising -32602 with the field's name.
 
@@ -152,7 +165,7 @@ class FieldReader:
             raise invalid_params(f"{name} is longer than {max_len} characters")
         if "\0" in value:
             raise invalid_params(f"{name} must not contain NUL")
-        return value
+        return _text(name, value)
 
     def integer(
         self,
@@ -190,7 +203,7 @@ class FieldReader:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise invalid_params(f"{name} must be a list of strings")
-        return list(value)
+        return [_text(name, v) for v in value]
 
     def string_map(self, name: str) -> dict[str, str] | None:
         value = self.params.get(name)
@@ -204,7 +217,7 @@ class FieldReader:
                 raise invalid_params(f"{name} must map strings to strings")
             if not key or "=" in key or "\0" in key or "\0" in val:
                 raise invalid_params(f"{name}: invalid variable {key!r} (empty, '=' or NUL)")
-            out[key] = val
+            out[_text(name, key)] = _text(name, val)
         return out
 
     def process_id(self, name: str = "processId") -> str:
@@ -334,9 +347,14 @@ class StartParams:
     @classmethod
     def parse(cls, params: Any, buffers: Buffers = ()) -> StartParams:
         r = FieldReader(params)
+        process_id = r.string("processId")
+        if process_id is not None and process_id.startswith(SESSION_PROCESS_PREFIX):
+            raise invalid_params(
+                f"processId: the prefix {SESSION_PROCESS_PREFIX!r} is reserved for sessions"
+            )
         return cls(
             spec=SpawnSpec.read(r),
-            process_id=r.string("processId"),
+            process_id=process_id,
             title=r.string("title", max_len=4096, allow_empty=True),
         )
 
@@ -572,9 +590,11 @@ class Message:
             raise ProtocolError(PARSE_ERROR, "message must be a JSON object")
         msg_id = obj.get("id")
         if msg_id is not None and (
-            isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, float))
+            isinstance(msg_id, bool)
+            or not isinstance(msg_id, (str, int, float))
+            or (isinstance(msg_id, float) and not math.isfinite(msg_id))
         ):
-            raise ProtocolError(INVALID_REQUEST, "id must be a string or a number")
+            raise ProtocolError(INVALID_REQUEST, "id must be a string or a finite number")
         method = obj.get("method")
         if method is None:
             if "result" in obj or "error" in obj:

@@ -21,6 +21,7 @@ from typing import Any
 from traitlets import Float, Int
 from traitlets.config import Config, Configurable
 
+from .iopubgate import IOPubGate
 from .iothread import IOThread
 from .transports.comm import TARGET, CommConnection
 
@@ -47,6 +48,17 @@ class ExecService(Configurable):
     # client may not have received when its connection drops stays retained, so it can
     # refill every byte after a reconnect (`codex-exec connect`, the panel).
     retained_bytes = Int(8 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+    iopub_high_water = Int(
+        16 * MiB,
+        config=True,
+        help="Bytes of comm messages handed to IOPub and not yet sent (a subscriber stopped "
+        "reading); past it the processes the comms follow pause until it halves.",
+    )
+    iopub_max_messages = Int(
+        256,
+        config=True,
+        help="Comm messages handed to IOPub and not yet sent; more wait in order.",
+    )
 
     def __init__(self, kernel: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -67,6 +79,13 @@ class ExecService(Configurable):
             kernel.control_handlers[msg_type] = self._control_comm_handler(msg_type)
         self._stopped = False
         self._wakeup: tuple[asyncio.AbstractEventLoop, socket.socket, socket.socket] | None = None
+        iopub_thread = getattr(kernel, "iopub_thread", None)
+        self._gate: IOPubGate | None = None
+        if callable(getattr(iopub_thread, "schedule", None)):
+            self._gate = IOPubGate(
+                iopub_thread, self.io.call, self._iopub_congested,
+                high_water=self.iopub_high_water, max_messages=self.iopub_max_messages,
+            )  # fmt: skip
 
     @classmethod
     def of(cls, kernel: Any) -> ExecService | None:
@@ -162,7 +181,15 @@ class ExecService(Configurable):
 
     # ------------------------------------------------------------------ comms
     def _open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
-        CommConnection(comm, self.io, self._publish, msg)
+        conn = CommConnection(comm, self.io, self._publish, msg)
+        gate, state = self._gate, conn.state
+        if gate is not None and state is not None:
+            self.io.call(lambda: state.set_congested(gate.congested))
+
+    def _iopub_congested(self, congested: bool) -> None:
+        """On the I/O thread: IOPub holds too much; every comm's processes wait."""
+        for state in list(self.io.dispatcher.connections):
+            state.set_congested(congested)
 
     def _publish(
         self, comm: Any, data: dict[str, Any], buffers: list[bytes], parent: dict[str, Any]
@@ -172,8 +199,15 @@ class ExecService(Configurable):
         if session is None or iopub is None:
             return
         content = {"comm_id": comm.comm_id, "data": data}
-        session.send(iopub, "comm_msg", content, parent=parent, ident=comm.topic,
-                     buffers=buffers or None)  # fmt: skip
+
+        def send() -> None:
+            session.send(iopub, "comm_msg", content, parent=parent, ident=comm.topic,
+                         buffers=buffers or None)  # fmt: skip
+
+        if self._gate is None:
+            send()
+        else:  # the JSON part is small: bytes travel as buffers on a comm
+            self._gate.send(send, sum(len(b) for b in buffers) + 512)
 
     def _control_comm_handler(self, msg_type: str) -> Any:
         """Serve ``codex.exec`` comm traffic on the control channel too.

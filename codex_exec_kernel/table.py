@@ -20,7 +20,7 @@ from .backend import LocalBackend, ProcessBackend
 from .envpolicy import resolve
 from .pgroup import group_alive
 from .process import EntryInfo, ManagedProcess
-from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_request
+from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_params, invalid_request
 from .spawn import spawn
 from .threads import LoopOwner
 
@@ -54,6 +54,23 @@ class ProcessTable(Configurable):
     write_id_memory = Int(
         4096, config=True, help="How many recent writeIds per process are remembered."
     )
+    max_stdin_queue_bytes = Int(
+        16 * MiB,
+        config=True,
+        help="Input queued for a process that is not reading it; a write past it is "
+        "refused (-32010) instead of queued.",
+    )
+    closed_retained_bytes = Int(
+        64 * MiB,
+        config=True,
+        help="Output kept by all closed processes together; past it the oldest closed "
+        "entries lose their output first.",
+    )
+    max_env_globs = Int(
+        256,
+        config=True,
+        help="Most envPolicy globs (exclude + includeOnly) in one request (-32602 past it).",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -69,6 +86,9 @@ class ProcessTable(Configurable):
         self.default_cwd: str | None = None  # None: os.getcwd() at spawn time
         #: Process groups announced to ``on_group_started`` and not yet to ``on_group_gone``.
         self._groups: set[int] = set()
+        #: Closed entries, oldest first, and the output bytes they retain together.
+        self._closed: dict[str, ManagedProcess] = {}
+        self.closed_bytes = 0
 
     # ------------------------------------------------------------------ entries
     def get(self, process_id: str) -> ManagedProcess | None:
@@ -88,6 +108,16 @@ class ProcessTable(Configurable):
 
     def running_count(self) -> int:
         return sum(1 for p in self.processes.values() if not p.closed)
+
+    def check_spec(self, spec: SpawnSpec) -> None:
+        """Limits on what a request may ask to spawn that the wire types cannot know."""
+        policy = spec.env_policy
+        if policy is not None:
+            count = len(policy.exclude) + len(policy.include_only)
+            if count > self.max_env_globs:
+                raise invalid_params(
+                    f"envPolicy has {count} globs; the limit is {self.max_env_globs}"
+                )
 
     def check_write_size(self, size: int) -> None:
         """A single write larger than ``max_write_bytes`` is refused (``-32010``)."""
@@ -110,6 +140,7 @@ class ProcessTable(Configurable):
     ) -> ManagedProcess:
         """Spawn a local child and add it. A failed spawn leaves no entry behind."""
         self.owner.check()
+        self.check_spec(spec)
         process_id = process_id or self.new_id()
         self._check_room(process_id)
         env, cwd = resolve(spec, self.base_env, self.default_cwd)
@@ -158,12 +189,25 @@ class ProcessTable(Configurable):
         self.owner.check()
         if self.processes.get(proc.process_id) is proc:
             del self.processes[proc.process_id]
+        if self._closed.get(proc.process_id) is proc:
+            del self._closed[proc.process_id]
+            self.closed_bytes -= proc.retained_bytes
         proc.cancel_removal()
         pgid = proc.backend.pid
         if pgid in self._groups and not group_alive(pgid):
             self._groups.discard(pgid)
             for hook in self.on_group_gone:
                 hook(pgid)
+
+    def entry_closed(self, proc: ManagedProcess) -> None:
+        """``proc`` just closed: its output now counts toward ``closed_retained_bytes``,
+        and the oldest closed entries give theirs up while the total is past it."""
+        self._closed[proc.process_id] = proc
+        self.closed_bytes += proc.retained_bytes
+        for oldest in list(self._closed.values()):
+            if self.closed_bytes <= self.closed_retained_bytes:
+                break
+            self.closed_bytes -= oldest.evict_output()
 
     def list(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.processes.values()]

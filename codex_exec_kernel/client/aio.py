@@ -3,9 +3,10 @@
 It speaks the protocol over a ``codex.exec`` comm built from raw Jupyter messages
 (jupyter_client has no comm API). It opens the comm on a kernel subshell when the
 kernel has them, else on the control channel, so a busy cell never blocks it; it
-says ``flowControl: true`` and acknowledges output as it takes it, so a flood cannot
-grow the kernel's memory; and it delivers each process's events strictly in seq
-order, refilling any gap with ``process/read``.
+says ``flowControl: true`` and acknowledges output when the caller consumes it, so
+neither a flood nor a caller that stops reading grows the kernel's memory or its
+own; and it delivers each process's events strictly in seq order, refilling any
+gap with ``process/read``.
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ class AsyncProcess:
         self._expected = seq + 1
         if method == "process/output":
             chunk = Chunk(seq, params["stream"], decode_bytes(params["chunk"], buffers))
-            self._queue.put_nowait(chunk)
-            self.client._ack(self.process_id, seq)
+            self._queue.put_nowait(chunk)  # acknowledged when the caller takes it
         elif method == "process/exited":
             self.exit_code = params.get("exitCode")
             self.signal = params.get("signal")
@@ -111,6 +111,9 @@ class AsyncProcess:
             if item is _END:
                 self._queue.put_nowait(_END)  # later iterations end at once too
                 return
+            # Acknowledge on consumption, not arrival: a caller that does not read holds
+            # the child at the flow-control window, and this queue stays that small.
+            self.client._ack(self.process_id, item.seq)
             yield item
 
     async def output(self, timeout: float | None = None) -> Output:
@@ -127,7 +130,10 @@ class AsyncProcess:
         return out
 
     async def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for the exit; returns the exit code (128+n when a signal ended it)."""
+        """Wait for the exit; returns the exit code (128+n when a signal ended it).
+
+        Output nobody consumes holds the process at the flow-control window (4 MiB by
+        default), as a terminal nobody reads would: iterate it, or use :meth:`output`."""
         await asyncio.wait_for(self.exited.wait(), timeout)
         return self.exit_code
 

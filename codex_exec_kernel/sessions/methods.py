@@ -14,6 +14,7 @@ from typing import Any
 
 from ..dispatcher import ConnectionState, Dispatcher, Reply
 from ..protocol import (
+    SESSION_PROCESS_PREFIX,
     NoParams,
     SessionAttachParams,
     SessionCreateParams,
@@ -28,13 +29,10 @@ from .attached import attach_backend
 from .config import SessionConfig
 from .store import SessionExists, SessionNotFound
 
-#: The process-table ids of attached sessions: ``session:<id>``, reserved for them.
-PROCESS_ID_PREFIX = "session:"
-
 
 def process_id_of(session_id: str) -> str:
-    """The process-table name of an attached session."""
-    return f"{PROCESS_ID_PREFIX}{session_id}"
+    """The process-table name of an attached session (a prefix nobody else may use)."""
+    return f"{SESSION_PROCESS_PREFIX}{session_id}"
 
 
 class SessionMethods:
@@ -51,6 +49,7 @@ class SessionMethods:
 
     async def create(self, ctx: ConnectionState, params: SessionCreateParams) -> dict[str, Any]:
         table = ctx.table
+        table.check_spec(params.spec)
         try:
             info = await asyncio.to_thread(
                 self.manager.create, params.spec, session_id=params.session_id,

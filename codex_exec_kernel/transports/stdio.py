@@ -35,10 +35,22 @@ class StdioServer(Configurable):
     """Serves one connection on a pair of pipes."""
 
     max_message_bytes = Int(
-        64 * MiB, config=True, help="Longest input line accepted; longer ones are refused."
+        12 * MiB,
+        config=True,
+        help="Longest input line accepted; longer ones are refused. Fits the largest "
+        "process/write (8 MiB, base64); parsing a longer line would hold the loop.",
     )
     write_high_water = Int(
-        4 * MiB, config=True, help="Output buffered for a slow peer before processes pause."
+        4 * MiB,
+        config=True,
+        help="Output buffered for a peer that does not read; past it the processes it "
+        "follows pause and no more requests are read until it drains.",
+    )
+    max_requests_in_flight = Int(
+        16,
+        config=True,
+        help="Requests still waiting for their answer (process/read with waitMs, "
+        "session/*); past it no more requests are read until one is answered.",
     )
 
     def __init__(self, table: ProcessTable, dispatcher: Dispatcher, **kwargs: Any) -> None:
@@ -49,6 +61,11 @@ class StdioServer(Configurable):
         self.done = asyncio.Event()
         self.state: ConnectionState | None = None
         self._writer: asyncio.WriteTransport | None = None
+        self._input: asyncio.ReadTransport | None = None
+        self._buf = bytearray()  # input not handled yet: a partial line, or lines held back
+        self._scanned = 0  # bytes of _buf known to hold no newline
+        self._discarding = False  # skipping the rest of a line that is too long
+        self._output_full = False
 
     # Connection protocol ---------------------------------------------------
     binary = False
@@ -64,23 +81,20 @@ class StdioServer(Configurable):
 
         class _Out(asyncio.Protocol):
             def pause_writing(self) -> None:
-                if server.state:
-                    server.state.set_congested(True)
+                server._set_output_full(True)
 
             def resume_writing(self) -> None:
-                if server.state:
-                    server.state.set_congested(False)
+                server._set_output_full(False)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 server.done.set()
 
         class _In(asyncio.Protocol):
-            def __init__(self) -> None:
-                self.buf = bytearray()
-                self.discarding = False
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                server._input = transport  # type: ignore[assignment]
 
             def data_received(self, data: bytes) -> None:
-                server._on_data(self, data)
+                server._on_data(data)
 
             def eof_received(self) -> bool:
                 server.done.set()
@@ -97,46 +111,72 @@ class StdioServer(Configurable):
         except ValueError:  # a regular file: plain blocking writes are fine there
             self._writer = _FileWriter(out_pipe)  # type: ignore[assignment]
         self.state = self.dispatcher.connect(self)
+        self.state.on_request_done = self._handle_lines
         try:
             await self.loop.connect_read_pipe(_In, in_pipe)
         except ValueError:  # a regular file: read it in a thread
-            reader = _In()
-            self.loop.run_in_executor(None, self._read_file, in_pipe, reader)
+            self.loop.run_in_executor(None, self._read_file, in_pipe)
         await self.done.wait()
 
-    def _read_file(self, pipe: Any, reader: Any) -> None:
+    def _read_file(self, pipe: Any) -> None:
         while chunk := pipe.read(1 << 20):
-            self.loop.call_soon_threadsafe(self._on_data, reader, chunk)
+            self.loop.call_soon_threadsafe(self._on_data, chunk)
         self.loop.call_soon_threadsafe(self.done.set)
 
-    def _on_data(self, reader: Any, data: bytes) -> None:
+    # Input: lines are handled one by one while the peer reads what we write. When our
+    # output buffer passes ``write_high_water`` (the peer stopped reading stdout), the
+    # processes this connection follows pause (congestion) and we stop taking requests:
+    # the lines already read wait in ``_buf`` and the pipe is not read, so no request
+    # can make us queue more than one more answer. Both resume when the buffer drains.
+    def _set_output_full(self, full: bool) -> None:
+        self._output_full = full
+        if self.state is not None:
+            self.state.set_congested(full)
+        if not full:
+            self._handle_lines()
+
+    def _holding(self) -> bool:
+        """Whether requests must wait: the peer is not reading, or too many are pending."""
         assert self.state is not None
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
+        return self._output_full or self.state.in_flight >= self.max_requests_in_flight
+
+    def _on_data(self, data: bytes) -> None:
+        if self._discarding:
+            nl = data.find(b"\n")
             if nl < 0:
-                if not reader.discarding:
-                    reader.buf += data[start:]
-                    if len(reader.buf) > self.max_message_bytes:
-                        reader.buf.clear()
-                        reader.discarding = True
-                        self._too_long()
                 return
-            piece = data[start:nl]
+            self._discarding = False
+            data = data[nl + 1 :]
+        self._buf += data
+        self._handle_lines()
+
+    def _handle_lines(self) -> None:
+        assert self.state is not None
+        buf = self._buf
+        start = 0
+        while not self._holding():
+            nl = buf.find(b"\n", max(start, self._scanned))
+            if nl < 0:
+                break
+            line = buf[start:nl]  # one copy; json.loads takes a bytearray
             start = nl + 1
-            if reader.discarding:
-                reader.discarding = False
-                continue
-            if reader.buf:
-                reader.buf += piece
-                line = bytes(reader.buf)
-                reader.buf.clear()
-            else:
-                line = piece
             if len(line) > self.max_message_bytes:
                 self._too_long()
             elif line.strip():
                 self.dispatcher.handle_text(self.state, line)
+        del buf[:start]
+        holding = self._holding()
+        self._scanned = 0 if holding else len(buf)
+        if len(buf) > self.max_message_bytes and buf.find(b"\n") < 0:
+            buf.clear()  # one line too long to hold: skip to its end
+            self._scanned = 0
+            self._discarding = True
+            self._too_long()
+        if self._input is not None:
+            if holding:
+                self._input.pause_reading()
+            elif not self._input.is_reading():
+                self._input.resume_reading()
 
     def _too_long(self) -> None:
         assert self.state is not None
