@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.add_parser(
         "serve",
         help="serve the codex-exec protocol on stdin/stdout",
@@ -49,18 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Unknown options of `serve` are traitlets settings (--ProcessTable.retained_bytes=...).
     args, rest = parser.parse_known_args(argv)
-    if args.command == "serve":
+    if args.subcommand == "serve":
         from .transports.stdio import main as serve_main
 
         return serve_main(rest)
-    if args.command == "install":
+    if args.subcommand == "install":
         return run_install(args)
-    if args.command == "session":
+    if args.subcommand == "session":
         return args.func(args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     parser.print_help()
-    return 0 if args.command is None else 2
+    return 0 if args.subcommand is None else 2
 
 
 if __name__ == "__main__":

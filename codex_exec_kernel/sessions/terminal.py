@@ -169,5 +169,6 @@ async def attach_terminal(
             f"Reattach with: codex-exec session attach {client.session_id}]{eol}"
         )
         return 0
-    sys.stderr.write(f"{eol}[session {client.session_id} was lost: its supervisor is gone]{eol}")
+    reason = client.lost_reason or f"session {client.session_id} was lost: its supervisor is gone"
+    sys.stderr.write(f"{eol}[{reason}]{eol}")
     return 1
