@@ -44,6 +44,8 @@ def check_dir_stat(st: os.stat_result, path: str) -> None:
         return
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
         fix = f"fix it with: chmod go-w {path}"
+    elif stat.S_ISLNK(st.st_mode):
+        fix = "point CODEX_EXEC_HOME at the real directory instead"
     else:
         fix = "use a directory of your own (set CODEX_EXEC_HOME) or move it away"
     raise UnsafeStore(f"refusing {path}: it {problem}; {fix}")
@@ -59,13 +61,8 @@ def open_dir(path: str, *, dir_fd: int | None = None, shown: str | None = None) 
     try:
         fd = os.open(path, OPEN_DIR, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeStore(
-                f"refusing {shown}: it is a symlink; point CODEX_EXEC_HOME at the real "
-                f"directory instead"
-            ) from None
-        if exc.errno == errno.ENOTDIR:
-            raise UnsafeStore(f"refusing {shown}: it is not a directory; move it away") from None
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink, or not a directory
+            check_dir_stat(os.stat(path, dir_fd=dir_fd, follow_symlinks=False), shown)
         raise
     try:
         check_dir_stat(os.fstat(fd), shown)
