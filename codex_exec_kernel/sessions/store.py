@@ -245,7 +245,9 @@ def _lock_held_fd(fd: int) -> bool:
 def lock_held(path: str, dir_fd: int | None = None) -> bool:
     """Whether some process holds an exclusive flock on ``path`` (i.e. a live supervisor)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+        )
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as exc:
@@ -285,7 +287,7 @@ def write_record(fd: int, record: ExitRecord, *, sync: bool = True) -> None:
 def read_record(dir_fd: int) -> ExitRecord | None:
     """The exit record, or None when there is none (old session) or it is unreadable."""
     try:
-        fd = open_file(RECORD, os.O_RDONLY, dir_fd)
+        fd = open_file(RECORD, os.O_RDONLY | os.O_NONBLOCK, dir_fd)
     except OSError:
         return None
     try:

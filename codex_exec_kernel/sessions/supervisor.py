@@ -610,7 +610,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         _report({"error": f"bad launch spec: {exc}"})
         return 2
-    return run(spec)
+    try:
+        return run(spec)
+    except Exception as exc:  # before the answer (fd exhaustion...): say so in one line
+        _report({"error": f"session setup failed: {exc}"})
+        return 1
 
 
 if __name__ == "__main__":
