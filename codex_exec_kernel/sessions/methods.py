@@ -9,6 +9,7 @@ also carries every other process's output, never stalls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from ..protocol import (
 from .api import SessionManager
 from .attached import attach_backend
 from .config import SessionConfig
-from .store import InvalidSessionId, SessionExists, SessionNotFound, validate_id
+from .store import InvalidSessionId, SessionError, SessionExists, SessionNotFound, validate_id
 
 MAX_LOG_CHUNK = 16 * 1024 * 1024
 DEFAULT_LOG_CHUNK = 1024 * 1024
@@ -160,13 +161,30 @@ class SessionMethods:
 
     def handlers(self) -> dict[str, Handler]:
         return {
-            "session/create": self.create,
-            "session/list": self.list,
-            "session/attach": self.attach,
-            "session/logs": self.logs,
-            "session/signal": self.signal,
-            "session/delete": self.delete,
+            method: _session_errors_are_requests(handler)
+            for method, handler in {
+                "session/create": self.create,
+                "session/list": self.list,
+                "session/attach": self.attach,
+                "session/logs": self.logs,
+                "session/signal": self.signal,
+                "session/delete": self.delete,
+            }.items()
         }
+
+
+def _session_errors_are_requests(handler: Handler) -> Handler:
+    """A refused store, a corrupt or unreachable session → ``-32600`` with its one-line
+    message (not an internal error with a traceback in the server's log)."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: Any, params: Any, buffers: Buffers) -> Any:
+        try:
+            return await handler(ctx, params, buffers)
+        except SessionError as exc:
+            raise invalid_request(str(exc)) from None
+
+    return wrapped
 
 
 def register_session_methods(dispatcher: Any, config: SessionConfig | None = None) -> None:
