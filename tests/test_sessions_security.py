@@ -180,3 +180,23 @@ def test_delete_of_a_lost_session_spares_a_reused_pid(session_home: str) -> None
     finally:
         stranger.send_signal(signal.SIGKILL)
         stranger.wait()
+
+
+def test_attaching_another_users_session_says_why() -> None:
+    """Root attaching a user's session used to be refused by the supervisor's peer check
+    and reported as "lost"; now the store's owner check says what is wrong."""
+    with throwaway_user() as user:
+        base = Path(tempfile.mkdtemp(prefix="cxe-theirs-", dir="/tmp"))
+        home = base / "home"
+        try:
+            base.chmod(0o755)
+            os.chown(base, user.pw_uid, user.pw_gid)
+            made = codex_exec_as(user, str(home), "create", "--id", "theirs", "--", "sleep", "300")
+            assert made.returncode == 0, made.stderr
+            attach = codex_exec(str(home), "attach", "theirs", timeout=30)
+            err = assert_one_line_error(attach, f"owned by uid {user.pw_uid}")
+            assert "lost" not in err
+        finally:
+            gone = codex_exec_as(user, str(home), "delete", "theirs", "--grace", "0.3")
+            shutil.rmtree(base)
+        assert gone.returncode == 0, gone.stderr
