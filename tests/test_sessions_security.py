@@ -200,3 +200,52 @@ def test_attaching_another_users_session_says_why() -> None:
             gone = codex_exec_as(user, str(home), "delete", "theirs", "--grace", "0.3")
             shutil.rmtree(base)
         assert gone.returncode == 0, gone.stderr
+
+
+_FAKE_SUPERVISOR = """
+import fcntl, os, socket, sys
+d, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lock = os.open(d + "/lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)
+s = socket.socket(socket.AF_UNIX)
+s.bind(d + "/sock")
+os.chmod(d + "/sock", 0o666)
+os.setgroups([]); os.setgid(gid); os.setuid(uid)
+s.listen(8)  # SO_PEERCRED of our clients is the listener's: the other user
+print("ready", flush=True)
+conns = []
+while True:
+    conns.append(s.accept()[0])
+"""
+
+
+def test_a_socket_served_by_another_user_is_refused(tmp_path: Path) -> None:
+    """Planted in our store (as if before these checks), another user's listener poses as
+    a running session's supervisor: the client refuses it and says so; nothing is signalled."""
+    with throwaway_user() as user:
+        home = Path(tempfile.mkdtemp(prefix="cxe-fake-", dir="/tmp"))
+        victim = _victim_group()
+        fake = None
+        try:
+            d = write_session(str(home), "fake", {})
+            fake = subprocess.Popen(
+                [sys.executable, "-c", _FAKE_SUPERVISOR, str(d), str(user.pw_uid),
+                 str(user.pw_gid)], stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+            (d / "meta.json").write_text(json.dumps(good_meta(
+                "fake", pid=victim.pid, supervisorPid=fake.pid, endedAt=None, exitCode=None,
+                status="running", startTicks=process_start_ticks(victim.pid),
+                supervisorStartTicks=process_start_ticks(fake.pid))))  # fmt: skip
+            needle = f"served by uid {user.pw_uid}"
+            for args in (["signal", "fake", "kill"], ["delete", "fake", "--grace", "0.2"]):
+                assert_one_line_error(codex_exec(str(home), *args), needle)
+            attach = codex_exec(str(home), "attach", "fake", timeout=30)
+            assert attach.returncode == 1 and needle in attach.stderr, attach.stderr
+            assert alive(victim.pid) and fake.poll() is None
+        finally:
+            for proc in (victim, fake):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+            shutil.rmtree(home)

@@ -133,15 +133,15 @@ class SessionManager:
         running. The pid in meta.json is never used: the supervisor holds the child."""
         check_signal_number(signum)
         info = self.store.get(session_id)
-        if not self.store.supervised(session_id):
+        if info.status in ("exited", "lost") or not self.store.supervised(session_id):
             return False
         try:
             signal_session(self.store, session_id, signum)
         except SessionUnreachable:
-            if not self.store.supervised(session_id):
-                return False  # it ended meanwhile
+            if self.store.get(session_id).status in ("exited", "lost"):
+                return False  # it ended meanwhile (its supervisor is on its way out)
             raise
-        return info.status in ("running", "corrupt")
+        return True
 
     def delete(self, session_id: str, grace: float | None = None) -> None:
         """End the session's process group (grace, then SIGKILL) and remove its directory.
@@ -156,13 +156,24 @@ class SessionManager:
             try:
                 stop_session(self.store, session_id, grace)
             except SessionUnreachable as exc:
-                self._stop_unreachable(info.meta, exc, grace)
+                if not self._ends_by_itself(session_id):
+                    self._stop_unreachable(info.meta, exc, grace)
         meta = self.store.read_meta(session_id) or info.meta
         pgid = meta.pid
         if info.status != "corrupt" and pgid is not None and group_alive(pgid) \
                 and group_remains_are_sessions(pgid, meta.start_ticks):  # fmt: skip
             _end_group(pgid, grace)
         self.store.remove(session_id)
+
+    def _ends_by_itself(self, session_id: str, timeout: float = 3.0) -> bool:
+        """An exited session's supervisor has removed its socket and is exiting: wait for
+        its lock to go rather than signal anything."""
+        if self.store.get(session_id).status != "exited":
+            return False
+        deadline = time.monotonic() + timeout
+        while self.store.supervised(session_id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.store.supervised(session_id)
 
     def _stop_unreachable(self, meta: SessionMeta, why: SessionError, grace: float) -> None:
         """The supervisor holds the lock but its socket is gone: signal it only if its pid
