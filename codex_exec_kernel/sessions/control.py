@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from . import wire
 from .errors import SessionControlError
-from .store import SessionStore, socket_address
+from .files import socket_address
+from .store import SessionStore
 
 #: Far beyond any log: the supervisor clamps it to the end, so it sends no old output.
 _NO_REPLAY = 1 << 62

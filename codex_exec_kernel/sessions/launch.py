@@ -22,7 +22,8 @@ from ..protocol import EnvPolicy
 from ..spawn import SpawnError, spawn
 from .config import SessionConfig
 from .errors import SessionError
-from .store import SessionMeta, SessionStore, now_iso, remove_entry
+from .files import remove_entry
+from .store import SessionMeta, SessionStore, now_iso
 from .supervisor import LaunchSpec
 
 SUPERVISOR_MODULE = "codex_exec_kernel.sessions.supervisor"

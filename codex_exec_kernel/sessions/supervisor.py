@@ -42,19 +42,10 @@ from ..backend import LocalBackend
 from ..spawn import SpawnError, signal_group, spawn
 from . import wire
 from .errors import SessionError
+from .files import LOCK, LOG, SOCK, SUPERVISOR_LOG, create_record, socket_address, write_record
 from .meta import ExitRecord, SessionMeta, now_iso
 from .pidproof import process_start_ticks
-from .store import (
-    LOCK,
-    LOG,
-    SOCK,
-    SUPERVISOR_LOG,
-    SessionStore,
-    create_record,
-    group_alive,
-    socket_address,
-    write_record,
-)
+from .store import SessionStore, group_alive
 from .trust import open_file
 
 CHUNK = 256 * 1024
