@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -76,6 +77,9 @@ def test_corrupt_meta_is_listed_and_deletable_and_spares_the_others(
     assert codex_exec(session_home, "logs", kind).stdout == "kept\n"
     assert attach_and_detach(session_home, good) == b"good\n"
     assert_one_line_error(codex_exec(session_home, "attach", kind), "corrupt")
+    table = SessionTable(manager.list())  # what %sessions shows
+    assert re.search(rf"\b{re.escape(kind)}\s+-\s+corrupt\s", repr(table)), repr(table)
+    assert f"<td>{kind}</td><td></td><td>corrupt</td>" in table._repr_html_()
     deleted = codex_exec(session_home, "delete", kind, "old-bad")
     assert deleted.returncode == 0, deleted.stderr
     assert set(listed(session_home)) == {good}
@@ -187,12 +191,16 @@ def test_full_disk_keeps_the_exit_and_says_the_log_is_truncated(tmp_path: Path) 
             poll(lambda: manager.get(sid).status == "exited", 30, message="exit recorded")
             info = manager.get(sid)
             assert (info.meta.exit_code, info.log_note) == (7, "log truncated (disk full)")
+            on_disk = json.loads(Path(manager.store.paths(sid).meta).read_text())
+            assert on_disk["endedAt"] is None  # meta.json could not be rewritten: the record has it
             entry = listed(home)[sid]
             assert (entry["status"], entry["exitCode"]) == ("exited", 7)
             assert "log truncated (disk full)" in codex_exec(home, "list").stdout
             logs = codex_exec(home, "logs", sid, "--tail", "1")
             assert logs.returncode == 0 and "log truncated (disk full)" in logs.stderr
             assert "log truncated (disk full)" in SessionTable(manager.list())._repr_html_()
+            replay = codex_exec(home, "attach", sid, timeout=30)
+            assert replay.returncode == 7 and "exited with code 7" in replay.stderr, replay.stderr
             # space comes back: still exited with 7, never "lost"
             os.truncate(manager.store.paths(sid).log, 0)
             assert manager.get(sid).status == "exited" and manager.get(sid).meta.exit_code == 7

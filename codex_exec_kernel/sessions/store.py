@@ -348,10 +348,11 @@ class SessionStore:
             raise CorruptSession(session_id, str(exc)) from None
 
     def read_meta(self, session_id: str) -> SessionMeta | None:
-        """The meta, or None when the session is missing, unreadable or corrupt."""
+        """The meta (with the exit from the record if only that has it), or None when the
+        session is missing, unreadable or corrupt."""
         try:
             with self.open_session(session_id) as fd:
-                return self.load_meta(session_id, fd)
+                return self._current(session_id, fd, self.load_meta(session_id, fd))
         except (SessionError, OSError):
             return None
 
