@@ -237,3 +237,19 @@ def test_a_killed_supervisor_is_reported_as_lost(
     assert attach.returncode == 1 and "lost" in attach.stderr, attach.stderr
     assert_no_traceback(codex_exec(session_home, "delete", "killed", "--grace", "0.3"))
     poll(lambda: not alive(info.meta.pid), message="child ended")
+
+
+def test_attach_with_a_file_or_dev_null_as_stdin(
+    manager: SessionManager, session_home: str, tmp_path: Path
+) -> None:
+    """A non-pollable stdin used to fail with 'Operation not permitted' (epoll refuses
+    regular files): now it is forwarded to its end, then the attach detaches."""
+    manager.create(["cat"], session_id="cat")
+    attach = codex_exec(session_home, "attach", "cat")  # stdin is /dev/null
+    assert attach.returncode == 0 and "detached" in attach.stderr, attach.stderr
+    typed = tmp_path / "typed"
+    typed.write_text("from a file\n")
+    with open(typed, "rb") as f:
+        attach = codex_exec(session_home, "attach", "cat", stdin=f.fileno())
+    assert attach.returncode == 0, attach.stderr
+    poll(lambda: manager.read_log("cat").data == b"from a file\n", message="forwarded")
