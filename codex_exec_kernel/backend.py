@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from typing import Protocol
 
-from .spawn import SpawnedChild, decode_wait_status, group_alive, set_winsize, signal_group
+from .pgroup import TERMINATE_SIGNALS, group_alive, signal_group
+from .spawn import SpawnedChild, decode_wait_status, set_winsize
 
 READ_SIZE = 256 * 1024
 
@@ -74,6 +75,10 @@ class ProcessBackend(ABC):
     @abstractmethod
     def terminate(self, grace: float) -> bool:
         """Ask it to end, forcibly after ``grace`` seconds. True when it was running."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """End it now, without grace: the table's owner is going away."""
 
     @abstractmethod
     def close(self) -> None:
@@ -265,9 +270,8 @@ class LocalBackend(ProcessBackend):
 
     def terminate(self, grace: float) -> bool:
         running = not self._exited
-        signal_group(self.pid, signal.SIGHUP)
-        signal_group(self.pid, signal.SIGTERM)
-        signal_group(self.pid, signal.SIGCONT)  # a stopped group cannot act on SIGTERM
+        for signum in TERMINATE_SIGNALS:
+            signal_group(self.pid, signum)
         if self._kill_handle is None:
             self._kill_handle = self.loop.call_later(grace, self._kill_if_left)
         return running
@@ -277,14 +281,18 @@ class LocalBackend(ProcessBackend):
         if group_alive(self.pid):
             signal_group(self.pid, signal.SIGKILL)
 
+    def kill(self) -> None:
+        signal_group(self.pid, signal.SIGKILL)
+
     def close(self) -> None:
         for fd in list(self._readers):
             self.loop.remove_reader(fd)
             if fd != self.child.pty_fd:
                 os.close(fd)
         self._readers.clear()
-        if self._writing and self._input_fd() is not None:
-            self.loop.remove_writer(self._input_fd())
+        input_fd = self._input_fd()
+        if self._writing and input_fd is not None:
+            self.loop.remove_writer(input_fd)
         if self._pidfd is not None:
             self.loop.remove_reader(self._pidfd)
             os.close(self._pidfd)

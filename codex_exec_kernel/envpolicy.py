@@ -7,9 +7,10 @@ process table, the session supervisor and the tests all share.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable, Mapping
 
-from .protocol import EnvPolicy
+from .protocol import EnvPolicy, SpawnSpec
 
 CORE_VARS = (
     "PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME",
@@ -69,3 +70,22 @@ def child_environment(
     if tty and not (env and "TERM" in env):
         result["TERM"] = "xterm-256color"
     return result
+
+
+def resolve(
+    spec: SpawnSpec, base_env: Mapping[str, str] | None = None, default_cwd: str | None = None
+) -> tuple[dict[str, str], str]:
+    """The child's exact environment and cwd for ``spec``: one rule for the process
+    table and the background sessions. ``base_env`` defaults to this process's
+    environment, ``default_cwd`` to its cwd; a relative cwd (CLI, magics) is made
+    absolute against ours."""
+    base = os.environ if base_env is None else base_env
+    cwd = spec.cwd or default_cwd or os.getcwd()
+    if not os.path.isabs(cwd):
+        cwd = os.path.abspath(cwd)
+    return child_environment(base, spec.env, spec.env_policy, spec.tty), cwd
+
+
+def environ_with(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``overrides`` laid over it (``--env K=V``)."""
+    return {**os.environ, **overrides}

@@ -6,7 +6,7 @@ from typing import Any
 
 import zmq
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Type
+from traitlets import Type, default
 
 from .kernel import CodexExecKernel, install_sigterm_handler
 
@@ -22,10 +22,17 @@ class CodexExecKernelApp(IPKernelApp):
         # client that falls behind silently loses everything past it (our output, its
         # exit event, even `status: idle`). No limit and NODROP keep every message; the
         # protocol's flow control is what bounds the memory this may take.
-        if s.socket_type == zmq.XPUB:
+        if s.type == zmq.XPUB:
             s.sndhwm = 0
             s.setsockopt(zmq.XPUB_NODROP, 1)
         return super()._bind_socket(s, port)
+
+    @default("config_files")
+    def _config_files_default(self) -> list[str]:
+        # IPython derives the file name from the app's name (codex_exec_kernel_config.py);
+        # a user's ipython_kernel_config.py must apply as in `python3`, so it comes
+        # first and ours may add to it.
+        return [IPKernelApp.name.replace("-", "_") + "_config.py", self.config_file_name]
 
     def init_kernel(self) -> None:
         super().init_kernel()

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .backend import ProcessBackend
+from .protocol import invalid_params
 
 if TYPE_CHECKING:
     from .table import ProcessTable
@@ -138,9 +139,52 @@ class ManagedProcess:
             else:
                 self._flush_handle = self.loop.call_at(due, self._flush)
 
-    def note_input(self) -> None:
-        """Input was written: the first output after it (its echo) is never held back."""
+    # ------------------------------------------------------------------ control
+    # Every action on a process goes through these, so the rules (closed entries take
+    # no signal, a write is remembered for echo timing and deduplicated by writeId)
+    # live here once, whoever acts: a protocol handler, a magic, the table.
+    def write(self, data: bytes, write_id: str | None = None) -> str:
+        """Queue input; the ``WriteStatus``: ``accepted`` or ``stdinClosed``.
+
+        A repeated ``write_id`` is accepted again without writing twice. The first
+        output after a write (its echo) is never held back by coalescing."""
+        self.table.owner.check()
+        if write_id is not None and not self.remember_write(write_id):
+            return "accepted"
         self._expedite = True
+        return "accepted" if self.backend.write(data) else "stdinClosed"
+
+    def close_stdin(self) -> str:
+        """End the input after what is queued: ``accepted`` or ``stdinClosed``."""
+        self.table.owner.check()
+        return "accepted" if self.backend.close_stdin() else "stdinClosed"
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size; a pipe process has none (``-32602``)."""
+        self.table.owner.check()
+        if not self.info.tty:
+            raise invalid_params(f"process {self.process_id!r} has no terminal to resize")
+        if not self.closed:
+            self.backend.resize(rows, cols)
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the whole process group; a closed entry has none left to signal.
+
+        (Not ``signal``: that attribute is the name of the signal that ended it.)"""
+        self.table.owner.check()
+        if not self.closed:
+            self.backend.signal(signum)
+
+    def terminate(self, grace: float) -> bool:
+        """Ask it to end, SIGKILL after ``grace`` s; True when it was still running."""
+        self.table.owner.check()
+        if self.closed:
+            return False
+        return self.backend.terminate(grace) and not self.exited
+
+    def kill_now(self) -> None:
+        """End it at once, without grace (the owner is going away)."""
+        self.backend.kill()
 
     def on_stream_eof(self, stream: str) -> None:
         self._flush()
@@ -217,13 +261,43 @@ class ManagedProcess:
         return (self.events[i] for i in range(start, len(self.events)))
 
     def wait_event(self) -> asyncio.Future[None]:
+        """A future resolved by the next event. A caller that stops waiting before it
+        comes removes it with :meth:`forget_waiter` (else polls would pile them up)."""
         fut: asyncio.Future[None] = self.loop.create_future()
         self._waiters.append(fut)
         return fut
 
+    def forget_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass  # already resolved and dropped
+
+    async def read_wait(
+        self, after_seq: int, max_bytes: int | None, wait: float
+    ) -> dict[str, Any]:
+        """:meth:`read`, waiting up to ``wait`` seconds for something to return."""
+        deadline = self.loop.time() + wait
+        while True:
+            result = self.read(after_seq, max_bytes)
+            ready = (
+                result["chunks"] or self.closed or (self.exited and self.has_event_after(after_seq))
+            )
+            remaining = deadline - self.loop.time()
+            if ready or remaining <= 0:
+                return result
+            fut = self.wait_event()
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.forget_waiter(fut)
+
     # ------------------------------------------------------------------ subscribers
     def subscribe(self, sub: Subscriber, after_seq: int) -> None:
         """Replay retained events after ``after_seq``, then stream live ones."""
+        self.table.owner.check()
         self.subscribers.pop(sub, None)
         for event in list(self.events_after(after_seq)):
             sub.deliver(self.process_id, event)
@@ -234,11 +308,13 @@ class ManagedProcess:
         self._update_pause()
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        self.table.owner.check()
         if self.subscribers.pop(sub, None) is not None:
             self._prune_marks()
             self._update_pause()
 
     def ack(self, sub: Subscriber, seq: int) -> None:
+        self.table.owner.check()
         state = self.subscribers.get(sub)
         if state is None or seq <= state.acked:
             return
@@ -294,6 +370,7 @@ class ManagedProcess:
 
     # ------------------------------------------------------------------ views
     def read(self, after_seq: int, max_bytes: int | None) -> dict[str, Any]:
+        self.table.owner.check()
         chunks: list[Event] = []
         total = 0
         for event in self.events_after(after_seq):
@@ -316,13 +393,17 @@ class ManagedProcess:
             "firstRetainedSeq": self.first_retained_seq,
         }
 
+    @property
+    def pid(self) -> int:
+        return self.backend.pid
+
     def has_event_after(self, after_seq: int) -> bool:
         return self.next_seq - 1 > after_seq
 
     def describe(self) -> dict[str, Any]:
         return {
             "processId": self.process_id,
-            "pid": self.backend.pid,
+            "pid": self.pid,
             "argv": self.info.argv,
             "cwd": self.info.cwd,
             "tty": self.info.tty,

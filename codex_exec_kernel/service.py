@@ -10,6 +10,7 @@ work there too. One service per kernel, kept on the kernel object (no globals).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,7 +23,6 @@ from traitlets.config import Config, Configurable
 
 from .iothread import IOThread
 from .transports.comm import TARGET, CommConnection
-from .watchdog import Watchdog
 
 log = logging.getLogger("codex_exec_kernel")
 
@@ -43,16 +43,20 @@ class ExecService(Configurable):
     coalesce_max_bytes = Int(
         2 * MiB, config=True, help="ProcessTable.coalesce_max_bytes in kernels."
     )
-    retained_bytes = Int(4 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+    # At least flow_control_window + coalesce_max_bytes (+ one read): what a flow-controlled
+    # client may not have received when its connection drops stays retained, so it can
+    # refill every byte after a reconnect (`codex-exec connect`, the panel).
+    retained_bytes = Int(8 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
 
     def __init__(self, kernel: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kernel = kernel
-        self.io = IOThread(config=self._table_config(), server_name="codex-exec kernel")
+        self.io = IOThread(
+            config=self._table_config(),
+            server_name="codex-exec kernel",
+            watchdog_grace=self.watchdog_grace,
+        )
         self.io.table.default_cwd = os.getcwd()
-        self.watchdog = Watchdog(grace=self.watchdog_grace)
-        self.io.table.on_group_started.append(self.watchdog.register)
-        self.io.table.on_group_gone.append(self.watchdog.unregister)
         self.io.start()
         self._session = kernel.session.clone() if kernel.session is not None else None
         if self._session is not None:
@@ -62,6 +66,7 @@ class ExecService(Configurable):
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             kernel.control_handlers[msg_type] = self._control_comm_handler(msg_type)
         self._stopped = False
+        self._wakeup: tuple[asyncio.AbstractEventLoop, socket.socket, socket.socket] | None = None
 
     @classmethod
     def of(cls, kernel: Any) -> ExecService | None:
@@ -114,9 +119,32 @@ class ExecService(Configurable):
                     pass
 
             loop.add_reader(rsock.fileno(), drain)
-            self._wakeup_socks = (rsock, wsock)
+            self._wakeup = (loop, rsock, wsock)
         except (ValueError, RuntimeError, OSError) as exc:
             log.debug("codex-exec: no wakeup fd: %s", exc)
+
+    def _close_wakeup_fd(self) -> None:
+        """Give back the wakeup fd and its socketpair (stop() may run on the control
+        thread: the main loop and ``signal`` are only touched from the main thread)."""
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is None:
+            return
+        loop, rsock, wsock = wakeup
+
+        def release() -> None:
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                old = signal.set_wakeup_fd(-1)
+                if old != wsock.fileno():
+                    signal.set_wakeup_fd(old)  # not ours any more: put it back
+                loop.remove_reader(rsock.fileno())
+            rsock.close()
+            wsock.close()
+
+        if threading.current_thread() is threading.main_thread():
+            release()
+        else:
+            with contextlib.suppress(RuntimeError):  # the main loop is already closed
+                loop.call_soon_threadsafe(release)
 
     def _table_config(self) -> Config:
         config = Config()
@@ -176,5 +204,5 @@ class ExecService(Configurable):
         if self._stopped:
             return
         self._stopped = True
-        self.io.stop()
-        self.watchdog.close()
+        self.io.stop()  # ends the table, then the watchdog
+        self._close_wakeup_fd()

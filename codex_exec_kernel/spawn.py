@@ -34,14 +34,16 @@ import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .protocol import INTERNAL_ERROR, ProtocolError
 
+class SpawnError(Exception):
+    """A child could not be started; the message says why.
 
-class SpawnError(ProtocolError):
-    """A child could not be started; the message says why (``-32603``)."""
+    This is the OS layer: it knows nothing of the protocol. The dispatcher answers it
+    as ``-32603`` (see ``dispatcher.py``)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(INTERNAL_ERROR, message)
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass
@@ -313,21 +315,6 @@ def _fork_pty(  # pragma: no cover - only without glibc's posix_spawn
     )  # fmt: skip
     proc.returncode = 0
     return proc.pid
-
-
-def signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
 
 
 def decode_wait_status(status: int) -> tuple[int, str | None]:

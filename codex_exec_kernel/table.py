@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +17,12 @@ from traitlets import Float, Int
 from traitlets.config import Configurable
 
 from .backend import LocalBackend, ProcessBackend
-from .envpolicy import child_environment
+from .envpolicy import resolve
+from .pgroup import group_alive
 from .process import EntryInfo, ManagedProcess
 from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_request
-from .spawn import group_alive, signal_group, spawn
+from .spawn import spawn
+from .threads import LoopOwner
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -58,6 +58,8 @@ class ProcessTable(Configurable):
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loop = loop or asyncio.get_event_loop()
+        #: Checks (in test runs) that the table and its entries stay on the loop's thread.
+        self.owner = LoopOwner(self.loop, "ProcessTable")
         self.processes: dict[str, ManagedProcess] = {}
         self._ids = itertools.count(1)
         #: Called with each new process group (the orphan watchdog registers them).
@@ -65,6 +67,8 @@ class ProcessTable(Configurable):
         self.on_group_gone: list[Callable[[int], None]] = []
         self.base_env: dict[str, str] | None = None  # None: os.environ at spawn time
         self.default_cwd: str | None = None  # None: os.getcwd() at spawn time
+        #: Process groups announced to ``on_group_started`` and not yet to ``on_group_gone``.
+        self._groups: set[int] = set()
 
     # ------------------------------------------------------------------ entries
     def get(self, process_id: str) -> ManagedProcess | None:
@@ -85,6 +89,14 @@ class ProcessTable(Configurable):
     def running_count(self) -> int:
         return sum(1 for p in self.processes.values() if not p.closed)
 
+    def check_write_size(self, size: int) -> None:
+        """A single write larger than ``max_write_bytes`` is refused (``-32010``)."""
+        if size > self.max_write_bytes:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"write of {size} bytes exceeds the limit of {self.max_write_bytes}",
+            )
+
     def _check_room(self, process_id: str) -> None:
         if process_id in self.processes:
             raise invalid_request(f"process id {process_id!r} already exists")
@@ -97,11 +109,10 @@ class ProcessTable(Configurable):
         self, spec: SpawnSpec, process_id: str | None = None, title: str | None = None
     ) -> ManagedProcess:
         """Spawn a local child and add it. A failed spawn leaves no entry behind."""
+        self.owner.check()
         process_id = process_id or self.new_id()
         self._check_room(process_id)
-        base = self.base_env if self.base_env is not None else dict(os.environ)
-        env = child_environment(base, spec.env, spec.env_policy, spec.tty)
-        cwd = spec.cwd or self.default_cwd or os.getcwd()
+        env, cwd = resolve(spec, self.base_env, self.default_cwd)
         child = spawn(
             spec.argv,
             env=env,
@@ -112,6 +123,7 @@ class ProcessTable(Configurable):
             size=spec.size,
         )
         backend = LocalBackend(child, spec.tty, self.loop)
+        self._groups.add(child.pid)
         for hook in self.on_group_started:
             hook(child.pid)
         info = EntryInfo(argv=list(spec.argv), cwd=cwd, tty=spec.tty, title=title)
@@ -129,6 +141,7 @@ class ProcessTable(Configurable):
         owner: Any = None,
     ) -> ManagedProcess:
         """Add an entry backed by any backend (e.g. an attached background session)."""
+        self.owner.check()
         self._check_room(process_id)
         proc = self._add(process_id, backend, EntryInfo(argv=argv, cwd=cwd, tty=tty, title=title))
         if owner is not None:
@@ -142,12 +155,15 @@ class ProcessTable(Configurable):
         return proc
 
     def remove(self, proc: ManagedProcess) -> None:
+        self.owner.check()
         if self.processes.get(proc.process_id) is proc:
             del self.processes[proc.process_id]
         proc.cancel_removal()
-        if isinstance(proc.backend, LocalBackend) and not group_alive(proc.backend.pid):
+        pgid = proc.backend.pid
+        if pgid in self._groups and not group_alive(pgid):
+            self._groups.discard(pgid)
             for hook in self.on_group_gone:
-                hook(proc.backend.pid)
+                hook(pgid)
 
     def list(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.processes.values()]
@@ -162,19 +178,17 @@ class ProcessTable(Configurable):
         grace = self.terminate_grace if grace is None else grace
         procs = [p for p in self.processes.values() if not p.closed]
         for proc in procs:
-            proc.backend.terminate(grace)
+            proc.terminate(grace)
         deadline = self.loop.time() + grace + 0.5
         while any(not p.closed for p in procs) and self.loop.time() < deadline:
             waiters = [p.wait_event() for p in procs if not p.closed]
             await asyncio.wait(waiters, timeout=max(0.0, deadline - self.loop.time()))
         for proc in self.processes.values():
-            if isinstance(proc.backend, LocalBackend):
-                signal_group(proc.backend.pid, signal.SIGKILL)
+            proc.kill_now()
             proc.backend.close()
             proc.cancel_removal()
 
     def kill_all_now(self) -> None:
         """Last resort from a signal handler or atexit: SIGKILL every group, no waiting."""
         for proc in list(self.processes.values()):
-            if isinstance(proc.backend, LocalBackend):
-                signal_group(proc.backend.pid, signal.SIGKILL)
+            proc.kill_now()

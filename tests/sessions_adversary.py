@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import CODEX_EXEC
 from sessions_helpers import REPO, session_env
-
-#: The console script exactly as the README has users run it.
-CODEX_EXEC = str(Path(sys.executable).parent / "codex-exec")
+from waiting import scaled
 
 
 def codex_exec(
@@ -33,8 +32,8 @@ def codex_exec(
     """``codex-exec session ARGS`` in its own process group (a bad signal cannot hit us)."""
     return subprocess.run(
         [CODEX_EXEC, "session", *args], env=env or session_env(home), cwd=str(REPO),
-        capture_output=True, text=True, timeout=timeout, stdin=stdin, start_new_session=True,
-        preexec_fn=preexec_fn,
+        capture_output=True, text=True, timeout=scaled(timeout), stdin=stdin,
+        start_new_session=True, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -53,7 +52,7 @@ def codex_exec_as(
     env["HOME"] = "/nonexistent"
     return subprocess.run(
         [system_python, CODEX_EXEC, "session", *args], env=env, cwd="/", capture_output=True,
-        text=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True,
+        text=True, timeout=scaled(timeout), stdin=subprocess.DEVNULL, start_new_session=True,
         preexec_fn=as_user(user),
     )  # fmt: skip
 

@@ -28,9 +28,11 @@ from sessions_adversary import (
     throwaway_user,
     write_session,
 )
-from sessions_helpers import alive, cleanup_home, poll, session_env
+from sessions_helpers import cleanup_home, session_env
+from waiting import pid_alive, wait_until
 
 from codex_exec_kernel.magics.sessions import SessionTable
+from codex_exec_kernel.protocol import SpawnSpec
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.config import SessionConfig
 
@@ -58,8 +60,9 @@ def listed(home: str) -> dict[str, dict]:
 def test_corrupt_meta_is_listed_and_deletable_and_spares_the_others(
     manager: SessionManager, session_home: str, kind: str
 ) -> None:
-    good = manager.create(["sh", "-c", "echo good; exec sleep 300"], session_id="good").id
-    poll(lambda: manager.read_log(good).data == b"good\n", message="output")
+    good_spec = SpawnSpec(["sh", "-c", "echo good; exec sleep 300"])
+    good = manager.create(good_spec, session_id="good").id
+    wait_until(lambda: manager.read_log(good).data == b"good\n", message="output")
     old = write_session(session_home, "old-bad", {"meta.json": BAD_METAS[kind]})
     os.utime(old, (1, 1))  # older than STARTING_GRACE: not "being created"
     write_session(session_home, kind, {"meta.json": BAD_METAS[kind], "output.log": b"kept\n"})
@@ -109,18 +112,18 @@ def attach_and_detach(home: str, selector: str) -> bytes:
 def test_garbage_meta_does_not_hide_a_running_session(
     manager: SessionManager, session_home: str
 ) -> None:
-    info = manager.create(["sleep", "300"], session_id="hidden")
+    info = manager.create(SpawnSpec(["sleep", "300"]), session_id="hidden")
     Path(manager.store.paths("hidden").meta).write_bytes(b"")
     entry = listed(session_home)["hidden"]
     assert entry["status"] == "corrupt" and "still running" in entry["problem"]
     result = codex_exec(session_home, "delete", "hidden", "--grace", "0.5")
     assert result.returncode == 0, result.stderr
-    poll(lambda: not alive(info.meta.pid), message="child ended")
-    poll(lambda: not alive(info.meta.supervisor_pid), message="supervisor ended")
+    wait_until(lambda: not pid_alive(info.meta.pid), message="child ended")
+    wait_until(lambda: not pid_alive(info.meta.supervisor_pid), message="supervisor ended")
 
 
 def test_deleted_attach_socket_is_reported(manager: SessionManager, session_home: str) -> None:
-    info = manager.create(["sleep", "300"], session_id="nosock")
+    info = manager.create(SpawnSpec(["sleep", "300"]), session_id="nosock")
     os.unlink(manager.store.paths("nosock").sock)
     attach = codex_exec(session_home, "attach", "nosock", timeout=30)
     assert attach.returncode == 1
@@ -129,12 +132,12 @@ def test_deleted_attach_socket_is_reported(manager: SessionManager, session_home
     # delete still ends it: the supervisor's pid is proven by its recorded start time
     result = codex_exec(session_home, "delete", "nosock", "--grace", "0.5")
     assert result.returncode == 0, result.stderr
-    poll(lambda: not alive(info.meta.pid), message="child ended")
-    poll(lambda: not alive(info.meta.supervisor_pid), message="supervisor ended")
+    wait_until(lambda: not pid_alive(info.meta.pid), message="child ended")
+    wait_until(lambda: not pid_alive(info.meta.supervisor_pid), message="supervisor ended")
 
 
 def test_signal_out_of_range_is_one_line(manager: SessionManager, session_home: str) -> None:
-    manager.create(["sleep", "300"], session_id="sig")
+    manager.create(SpawnSpec(["sleep", "300"]), session_id="sig")
     for name in ("99999", "0", "SIGNOPE"):
         assert_one_line_error(codex_exec(session_home, "signal", "sig", name), "signal")
     assert manager.get("sig").status == "running"
@@ -184,11 +187,11 @@ def test_full_disk_keeps_the_exit_and_says_the_log_is_truncated(tmp_path: Path) 
                   "echo after; exit 7")  # fmt: skip
         manager = SessionManager(SessionConfig(home=home, exit_linger=0.3, delete_grace=0.5))
         try:
-            sid = manager.create(["sh", "-c", script], session_id="full").id
-            poll(lambda: manager.get(sid).dropped_bytes > 0, 30, message="output dropped")
+            sid = manager.create(SpawnSpec(["sh", "-c", script]), session_id="full").id
+            wait_until(lambda: manager.get(sid).dropped_bytes > 0, 30, message="output dropped")
             assert shutil.disk_usage(disk).free < 64 * 1024
             trigger.touch()
-            poll(lambda: manager.get(sid).status == "exited", 30, message="exit recorded")
+            wait_until(lambda: manager.get(sid).status == "exited", 30, message="exit recorded")
             info = manager.get(sid)
             assert (info.meta.exit_code, info.log_note) == (7, "log truncated (disk full)")
             on_disk = json.loads(Path(manager.store.paths(sid).meta).read_text())
@@ -230,13 +233,13 @@ def test_full_disk_at_create_leaves_nothing(tmp_path: Path) -> None:
 def test_a_killed_supervisor_is_reported_as_lost(
     manager: SessionManager, session_home: str
 ) -> None:
-    info = manager.create(["sleep", "300"], session_id="killed")
+    info = manager.create(SpawnSpec(["sleep", "300"]), session_id="killed")
     os.kill(info.meta.supervisor_pid, signal.SIGKILL)
-    poll(lambda: manager.get("killed").status == "lost", message="lost")
+    wait_until(lambda: manager.get("killed").status == "lost", message="lost")
     attach = codex_exec(session_home, "attach", "killed", timeout=30)
     assert attach.returncode == 1 and "lost" in attach.stderr, attach.stderr
     assert_no_traceback(codex_exec(session_home, "delete", "killed", "--grace", "0.3"))
-    poll(lambda: not alive(info.meta.pid), message="child ended")
+    wait_until(lambda: not pid_alive(info.meta.pid), message="child ended")
 
 
 def test_attach_with_a_file_or_dev_null_as_stdin(
@@ -244,7 +247,7 @@ def test_attach_with_a_file_or_dev_null_as_stdin(
 ) -> None:
     """A non-pollable stdin used to fail with 'Operation not permitted' (epoll refuses
     regular files): now it is forwarded to its end, then the attach detaches."""
-    manager.create(["cat"], session_id="cat")
+    manager.create(SpawnSpec(["cat"]), session_id="cat")
     attach = codex_exec(session_home, "attach", "cat")  # stdin is /dev/null
     assert attach.returncode == 0 and "detached" in attach.stderr, attach.stderr
     typed = tmp_path / "typed"
@@ -252,4 +255,4 @@ def test_attach_with_a_file_or_dev_null_as_stdin(
     with open(typed, "rb") as f:
         attach = codex_exec(session_home, "attach", "cat", stdin=f.fileno())
     assert attach.returncode == 0, attach.stderr
-    poll(lambda: manager.read_log("cat").data == b"from a file\n", message="forwarded")
+    wait_until(lambda: manager.read_log("cat").data == b"from a file\n", message="forwarded")

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 from sessions_adversary import assert_no_traceback, codex_exec, good_meta, write_session
-from sessions_helpers import alive
+from waiting import pid_alive
 
+from codex_exec_kernel.protocol import SpawnSpec
 from codex_exec_kernel.sessions.api import SessionManager
 
 pytest_plugins = ["sessions_fixtures"]
@@ -132,7 +133,7 @@ def test_cli_survives_a_corrupted_store(
     secret.write_text("secret\n")
     secret.chmod(0o600)
     try:
-        real = manager.create(["sleep", "300"], session_id="real")
+        real = manager.create(SpawnSpec(["sleep", "300"]), session_id="real")
         planter = Planter(rng, session_home, victim.pid, secret)
         bad = [f"bad{n}" for n in range(8)]
         for sid in bad:
@@ -145,14 +146,14 @@ def test_cli_survives_a_corrupted_store(
             for args in (["logs", sid], ["logs", sid, "--tail", "2"], ["attach", sid],
                          ["signal", sid, "term"]):  # fmt: skip
                 assert_no_traceback(codex_exec(session_home, *args, timeout=30))
-            assert alive(victim.pid), (sid, args)
+            assert pid_alive(victim.pid), (sid, args)
             assert manager.get("real").status == "running"
         for sid in [*bad, "real"]:
             result = codex_exec(session_home, "delete", sid, "--grace", "0.3")
             assert result.returncode == 0, (sid, result.stderr)
         assert list(Path(session_home, "sessions").iterdir()) == []
-        assert not alive(real.meta.pid)
-        assert alive(victim.pid) and secret.read_text() == "secret\n"
+        assert not pid_alive(real.meta.pid)
+        assert pid_alive(victim.pid) and secret.read_text() == "secret\n"
     finally:
         victim.kill()
         victim.wait()

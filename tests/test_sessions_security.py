@@ -25,8 +25,10 @@ from sessions_adversary import (
     throwaway_user,
     write_session,
 )
-from sessions_helpers import alive, cleanup_home, poll
+from sessions_helpers import cleanup_home
+from waiting import pid_alive, wait_until
 
+from codex_exec_kernel.protocol import SpawnSpec
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.config import SessionConfig
 from codex_exec_kernel.sessions.pidproof import process_start_ticks
@@ -85,7 +87,7 @@ def test_other_user_cannot_reach_a_session() -> None:
         manager = SessionManager(SessionConfig(home=str(home), delete_grace=0.5))
         try:
             base.chmod(0o755)
-            sid = manager.create(["sleep", "300"], session_id="mine").id
+            sid = manager.create(SpawnSpec(["sleep", "300"]), session_id="mine").id
             home.chmod(0o755)
             for args in (["list"], ["signal", sid, "kill"], ["delete", sid]):
                 result = codex_exec_as(user, str(home), *args)
@@ -103,13 +105,13 @@ def test_planted_tmp_symlink_is_not_written_through(
     victim = tmp_path / "victim"
     victim.write_text("secret\n")
     victim.chmod(0o600)
-    info = manager.create(["sh", "-c", "read x; exit 3"], session_id="planted")
+    info = manager.create(SpawnSpec(["sh", "-c", "read x; exit 3"]), session_id="planted")
     meta_path = Path(manager.store.paths("planted").meta)
     sup = info.meta.supervisor_pid
     for pid in {sup, os.getpid()}:
         Path(f"{meta_path}.tmp.{pid}").symlink_to(victim)
     assert codex_exec(session_home, "signal", "planted", "term").returncode == 0
-    poll(lambda: manager.get("planted").status == "exited", message="exit")
+    wait_until(lambda: manager.get("planted").status == "exited", message="exit")
     assert victim.read_text() == "secret\n"
     assert json.loads(meta_path.read_text())["status"] == "exited"
 
@@ -142,7 +144,7 @@ def test_forged_running_session_cannot_signal_a_chosen_group(session_home: str) 
         for args in (["signal", "0", "kill"], ["delete", "0", "--grace", "0.2"]):
             result = codex_exec(session_home, *args)
             assert_one_line_error(result, "socket")
-            assert alive(victim.pid), args
+            assert pid_alive(victim.pid), args
     finally:
         holder.communicate("")
         victim.kill()
@@ -176,7 +178,7 @@ def test_delete_of_a_lost_session_spares_a_reused_pid(session_home: str) -> None
             supervisorPid=stranger.pid)})  # fmt: skip
         result = codex_exec(session_home, "delete", "reused", "--grace", "0.2")
         assert result.returncode == 0, result.stderr
-        assert alive(stranger.pid)
+        assert pid_alive(stranger.pid)
     finally:
         stranger.send_signal(signal.SIGKILL)
         stranger.wait()
@@ -242,7 +244,7 @@ def test_a_socket_served_by_another_user_is_refused(tmp_path: Path) -> None:
                 assert_one_line_error(codex_exec(str(home), *args), needle)
             attach = codex_exec(str(home), "attach", "fake", timeout=30)
             assert attach.returncode == 1 and needle in attach.stderr, attach.stderr
-            assert alive(victim.pid) and fake.poll() is None
+            assert pid_alive(victim.pid) and fake.poll() is None
         finally:
             for proc in (victim, fake):
                 if proc is not None:

@@ -9,11 +9,12 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Float, Int
 
+from ..envpolicy import environ_with
 from ..protocol import SpawnSpec
 from ..service import ExecService
 from .options import HELP, UsageError, parse
 from .result import ExecFailed, ExecResult
-from .runner import CellRun, Display
+from .runner import CellRun, Display, RunOptions
 
 MiB = 1024 * 1024
 
@@ -60,12 +61,10 @@ class ExecMagics(Magics):
         return ExecService.attach(kernel)
 
     def _start(self, argv: list[str], args: Any, title: str) -> Any:
-        env = dict(os.environ)
-        env.update(args.env)
         spec = SpawnSpec(
             argv=argv,
             cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd(),
-            env=env,
+            env=environ_with(args.env),
             tty=args.tty,
             pipe_stdin=args.input,
             size=_terminal_size(),
@@ -84,8 +83,10 @@ class ExecMagics(Magics):
         run = CellRun(
             self.service, proc,
             Display(limit=self.max_output_bytes, quiet=args.quiet),
-            capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
-            linger=self.linger, stdin_lines=args.input, input_fn=self._input,
+            RunOptions(
+                capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
+                linger=self.linger, stdin_lines=args.input, input_fn=self._input,
+            ),
         )  # fmt: skip
         outcome = run.run()
         if outcome.lingering and not args.quiet:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import os
 import shlex
 import sys
 import uuid
@@ -15,6 +14,8 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
+from ..envpolicy import environ_with
+from ..protocol import SpawnSpec
 from ..sessions.api import SessionManager
 from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
@@ -30,13 +31,9 @@ def _manager(magics: Magics) -> SessionManager:
 
 def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
     """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
-    env = dict(os.environ)
-    env.update(args.env)
+    spec = SpawnSpec(argv=argv, cwd=args.cwd, env=environ_with(args.env), tty=args.tty)
     try:
-        info = _manager(magics).create(
-            argv, session_id=args.session_id, cwd=os.path.abspath(args.cwd or os.getcwd()),
-            env=env, tty=args.tty,
-        )  # fmt: skip
+        info = _manager(magics).create(spec, session_id=args.session_id)
     except (SessionError, Exception) as exc:
         raise ExecFailed(f"could not start the session: {exc}") from None
     print(f"started background session {info.id} (pid {info.meta.pid}); "

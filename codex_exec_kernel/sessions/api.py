@@ -12,11 +12,11 @@ import contextlib
 import os
 import signal as _signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..protocol import EnvPolicy
-from ..spawn import signal_group
+from ..pgroup import end_group, group_alive
+from ..protocol import SpawnSpec
 from .client import AttachClient
 from .config import SessionConfig
 from .control import SessionUnreachable, signal_session, stop_session, wait_pidfd
@@ -28,7 +28,6 @@ from .store import (
     SessionMeta,
     SessionNotFound,
     SessionStore,
-    group_alive,
     validate_id,
 )
 
@@ -58,25 +57,21 @@ class SessionManager:
     # -- create / inspect
     def create(
         self,
-        argv: Sequence[str],
+        spec: SpawnSpec,
         *,
         session_id: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        env_policy: EnvPolicy | None = None,
-        tty: bool = False,
-        size: tuple[int, int] = (24, 80),
-        arg0: str | None = None,
         base_env: Mapping[str, str] | None = None,
+        default_cwd: str | None = None,
     ) -> SessionInfo:
-        """Start ``argv`` as a background session; returns once the child runs.
+        """Start ``spec`` as a background session; returns once the child runs.
 
-        ``env``/``env_policy`` follow ``process/start``'s rules against this process's
-        environment (or ``base_env``). Raises InvalidSessionId, SessionExists or LaunchError.
+        The environment and cwd follow ``process/start``'s rules (``envpolicy.resolve``)
+        against this process's environment (or ``base_env``) and cwd (or
+        ``default_cwd``). Raises InvalidSessionId, SessionExists or LaunchError.
         """
         meta = create_session(
-            self.store, self.config, argv, session_id=session_id, cwd=cwd, env=env,
-            env_policy=env_policy, tty=tty, size=size, arg0=arg0, base_env=base_env,
+            self.store, self.config, spec, session_id=session_id, base_env=base_env,
+            default_cwd=default_cwd,
         )  # fmt: skip
         return self.store.get(meta.id)
 
@@ -162,7 +157,7 @@ class SessionManager:
         pgid = meta.pid
         if info.status != "corrupt" and pgid is not None and group_alive(pgid) \
                 and group_remains_are_sessions(pgid, meta.start_ticks):  # fmt: skip
-            _end_group(pgid, grace)
+            end_group(pgid, grace)
         self.store.remove(session_id)
 
     def _ends_by_itself(self, session_id: str, timeout: float = 3.0) -> bool:
@@ -214,22 +209,6 @@ def check_signal_number(signum: int) -> int:
     if not 0 < signum < _signal.NSIG:
         raise ValueError(f"signal {signum} is out of range: use 1 to {_signal.NSIG - 1}")
     return signum
-
-
-def _end_group(pgid: int, grace: float) -> None:
-    """SIGHUP+SIGTERM+SIGCONT, then SIGKILL after ``grace``: only for a proven group."""
-    if pgid <= 1:
-        return
-    for signum in (_signal.SIGHUP, _signal.SIGTERM, _signal.SIGCONT):
-        signal_group(pgid, signum)
-    deadline = time.monotonic() + grace
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if group_alive(pgid):
-        signal_group(pgid, _signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 __all__ = ["LogChunk", "SessionManager", "SessionNotFound"]

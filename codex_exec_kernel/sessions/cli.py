@@ -16,7 +16,8 @@ import signal as _signal
 import sys
 from collections.abc import Sequence
 
-from ..protocol import SIGNALS
+from ..envpolicy import environ_with
+from ..protocol import SIGNALS, SpawnSpec
 from .api import SessionManager, check_signal_number
 from .config import SessionConfig
 from .launch import LaunchError
@@ -44,7 +45,8 @@ def add_session_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="set an environment variable (repeatable); the rest is inherited",
     )  # fmt: skip
     p.add_argument("--size", metavar="ROWSxCOLS", help="terminal size (default: yours, or 24x80)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    # Not dest="command": the top-level parser of `codex-exec` stores its subcommand there.
+    p.add_argument("argv", metavar="command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     p = sub.add_parser("list", help="list sessions, newest first")
     p.add_argument("--json", action="store_true", help="print JSON (the session/list shape)")
@@ -131,7 +133,7 @@ def _parse_size(value: str | None) -> tuple[int, int]:
 
 
 def _create(manager: SessionManager, args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -142,11 +144,11 @@ def _create(manager: SessionManager, args: argparse.Namespace) -> int:
         if not sep or not key or "\0" in item:
             raise ValueError(f"--env must be KEY=VALUE, got {item!r}")
         overrides[key] = value
-    env = {**os.environ, **overrides} if overrides else None
-    info = manager.create(
-        command, session_id=args.session_id, cwd=args.cwd, env=env, tty=args.tty,
-        size=_parse_size(args.size),
+    spec = SpawnSpec(
+        argv=command, cwd=args.cwd, env=environ_with(overrides) if overrides else None,
+        tty=args.tty, size=_parse_size(args.size),
     )  # fmt: skip
+    info = manager.create(spec, session_id=args.session_id)
     print(info.id)
     return 0
 
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "session":
         argv.insert(0, "session")
     parser = argparse.ArgumentParser(prog="codex-exec")
-    add_session_parser(parser.add_subparsers(dest="subcommand", metavar="COMMAND"))
+    add_session_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

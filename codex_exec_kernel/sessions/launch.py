@@ -15,10 +15,10 @@ import os
 import selectors
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from ..envpolicy import child_environment
-from ..protocol import EnvPolicy
+from ..envpolicy import resolve
+from ..protocol import SpawnSpec
 from ..spawn import SpawnError, spawn
 from .config import SessionConfig
 from .errors import SessionError
@@ -30,7 +30,9 @@ SUPERVISOR_MODULE = "codex_exec_kernel.sessions.supervisor"
 
 
 class LaunchError(SpawnError):
-    """The session could not be started (spawn failed, supervisor died); nothing is left."""
+    """The session could not be started (spawn failed, supervisor died); nothing is left.
+
+    A :class:`SpawnError`, so the protocol answers it as a failed spawn (``-32603``)."""
 
 
 def _package_root() -> str:
@@ -50,29 +52,24 @@ def supervisor_environment(base: Mapping[str, str]) -> dict[str, str]:
 def create_session(
     store: SessionStore,
     config: SessionConfig,
-    argv: Sequence[str],
+    spec: SpawnSpec,
     *,
     session_id: str | None = None,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    env_policy: EnvPolicy | None = None,
-    tty: bool = False,
-    size: tuple[int, int] = (24, 80),
-    arg0: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    default_cwd: str | None = None,
 ) -> SessionMeta:
     """Create and start a session; returns its meta once the child runs.
 
     Raises :class:`InvalidSessionId`/:class:`SessionExists` before touching anything,
     and :class:`LaunchError` (directory removed again) when the child cannot start.
     """
-    if not argv:
+    if not spec.argv:
         raise ValueError("argv must be a non-empty list of strings")
-    base = os.environ if base_env is None else base_env
-    cwd = os.path.abspath(cwd) if cwd else os.getcwd()
+    env, cwd = resolve(spec, base_env, default_cwd)
     if session_id is not None:
         store.paths(session_id)  # validates before anything is created
     created_at = now_iso()
+    argv, tty, size = list(spec.argv), spec.tty, spec.size
     with store.open_root(create=True) as root:
         assert root is not None
         sid = store.reserve_at(root, session_id)
@@ -81,18 +78,17 @@ def create_session(
         try:
             with store.open_session(sid) as dir_fd:
                 store.write_meta(
-                    SessionMeta(id=sid, argv=list(argv), cwd=cwd, tty=tty,
-                                created_at=created_at, size=size),
+                    SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at,
+                                size=size),
                     dir_fd,
                 )  # fmt: skip
-            spec = LaunchSpec(
-                session_id=sid, home=store.home, argv=list(argv), cwd=cwd,
-                env=child_environment(base, env, env_policy, tty), tty=tty, size=size,
-                created_at=created_at, arg0=arg0, attach_tail_bytes=config.attach_tail_bytes,
+            launch = LaunchSpec(
+                session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
+                created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
                 exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
                 kill_grace=config.delete_grace,
             )  # fmt: skip
-            answer = _start_supervisor(spec, config.start_timeout)
+            answer = _start_supervisor(launch, config.start_timeout)
         except BaseException as exc:
             _undo(root, sid, store.paths(sid).dir, exc)
             if isinstance(exc, OSError):

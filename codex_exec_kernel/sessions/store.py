@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ..protocol import SESSION_ID_PATTERN
 from . import names
 from .errors import (
     AmbiguousSelector,
@@ -81,11 +81,11 @@ from .trust import (
 __all__ = [
     "AmbiguousSelector", "CorruptSession", "ExitRecord", "InvalidSessionId", "SessionError",
     "SessionExists", "SessionInfo", "SessionMeta", "SessionNotFound", "SessionStore",
-    "UnsafeStore", "group_alive", "lock_held", "now_iso", "parse_iso", "process_start_ticks",
+    "UnsafeStore", "lock_held", "now_iso", "parse_iso", "process_start_ticks",
     "validate_id",
 ]  # fmt: skip
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ID_PATTERN = SESSION_ID_PATTERN
 #: A session whose supervisor has not taken its lock yet counts as running this long.
 STARTING_GRACE = 30.0
 #: AF_UNIX paths longer than this are reached through /proc/self/fd (see socket_address).
@@ -102,33 +102,6 @@ def validate_id(value: Any) -> str:
             f"invalid session id {shown!r}: use 1 to 64 characters from A-Z a-z 0-9 _ -"
         )
     return value
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie.
-
-    ``killpg(pgid, 0)`` also succeeds for zombies, and where init does not reap (some
-    containers) an orphan's zombie lingers forever; so look at the members' states.
-    """
-    if pgid <= 1:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return True
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 @dataclass(frozen=True)

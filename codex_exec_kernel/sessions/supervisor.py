@@ -39,13 +39,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..backend import LocalBackend
-from ..spawn import SpawnError, signal_group, spawn
+from ..pgroup import end_group_async, signal_group
+from ..spawn import SpawnError, spawn
 from . import wire
 from .errors import SessionError
 from .files import LOCK, LOG, SOCK, SUPERVISOR_LOG, create_record, socket_address, write_record
 from .meta import ExitRecord, SessionMeta, now_iso
 from .pidproof import process_start_ticks
-from .store import SessionStore, group_alive
+from .store import SessionStore
 from .trust import open_file
 
 CHUNK = 256 * 1024
@@ -380,12 +381,7 @@ class Supervisor:
             self.backend.terminate(self._stop_grace)
 
     async def _kill_group_after_grace(self) -> None:
-        pgid = self.backend.pid
-        deadline = time.monotonic() + self._stop_grace
-        while group_alive(pgid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if group_alive(pgid):
-            signal_group(pgid, signal.SIGKILL)
+        await end_group_async(self.backend.pid, self._stop_grace, terminate=False)
 
     # -- clients
     def _wake_clients(self) -> None:
@@ -543,7 +539,7 @@ def run(spec: LaunchSpec) -> int:
         child = spawn(spec.argv, env=spec.env, cwd=spec.cwd, tty=spec.tty, pipe_stdin=True,
                       arg0=spec.arg0, size=spec.size)  # fmt: skip
     except SpawnError as exc:
-        _report({"error": exc.message, "code": exc.code})
+        _report({"error": exc.message})
         return 1
     except OSError as exc:
         _report({"error": f"session setup failed: {exc}"})

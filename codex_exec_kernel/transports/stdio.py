@@ -10,22 +10,21 @@ processes it follows stop being read, so memory stays bounded and nothing is los
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 from typing import Any
 
-from traitlets import Int
-from traitlets.config import Application, Configurable
+from jupyter_core.application import JupyterApp
+from traitlets import Int, default
+from traitlets.config import Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
-from ..protocol import PARSE_ERROR, ProtocolError, error_response
+from ..protocol import PARSE_ERROR, ProtocolError, encode_line, error_response
+from ..server import build_server
 from ..sessions.config import SessionConfig
-from ..sessions.methods import register_session_methods
 from ..table import ProcessTable
-from ..watchdog import Watchdog
 
 log = logging.getLogger("codex_exec_kernel")
 
@@ -57,11 +56,7 @@ class StdioServer(Configurable):
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         if self._writer is None or self._writer.is_closing():
             return
-        if message.get("method") == "process/output":
-            line = _output_line(message["params"])
-        else:
-            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        self._writer.write(line)
+        self._writer.write(encode_line(message))
 
     # ------------------------------------------------------------------------
     async def serve(self, in_fd: int, out_fd: int) -> None:
@@ -149,23 +144,6 @@ class StdioServer(Configurable):
         self.state.send(error_response(None, err))
 
 
-def _output_line(params: dict[str, Any]) -> bytes:
-    """``process/output`` by hand: base64 needs no JSON escaping, and json.dumps would
-    scan every byte of a 64 KiB chunk's 87 KiB of base64 (a third of the server's time
-    in a flood)."""
-    head = json.dumps(
-        {"processId": params["processId"], "seq": params["seq"], "stream": params["stream"]},
-        separators=(",", ":"),
-    )
-    return (
-        b'{"jsonrpc":"2.0","method":"process/output","params":'
-        + head[:-1].encode()
-        + b',"chunk":"'
-        + params["chunk"].encode("ascii")
-        + b'"}}\n'
-    )
-
-
 class _FileWriter:
     """The write side when stdout is a regular file (no backpressure needed)."""
 
@@ -184,12 +162,8 @@ async def _serve_stdio(config: Any = None) -> int:
     # Keep the protocol's stdout to ourselves: anything else printing goes to stderr.
     proto_out = os.dup(1)
     os.dup2(2, 1)
-    table = ProcessTable(loop=loop, config=config)
-    watchdog = Watchdog(grace=1.0)
-    table.on_group_started.append(watchdog.register)
-    table.on_group_gone.append(watchdog.unregister)
-    dispatcher = Dispatcher(table, server_name="codex-exec serve")
-    register_session_methods(dispatcher, SessionConfig(config=config))
+    built = build_server(loop, config, server_name="codex-exec serve", watchdog_grace=1.0)
+    table, dispatcher = built.table, built.dispatcher
     server = StdioServer(table, dispatcher, config=config)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, server.done.set)
@@ -199,18 +173,35 @@ async def _serve_stdio(config: Any = None) -> int:
         if server.state is not None:
             dispatcher.disconnect(server.state)
         await table.shutdown()
-        watchdog.close()
+        built.close()
     return 0
 
 
-class ServeApp(Application):
+CONFIG_FILE = "codex_exec_serve_config"
+
+
+class ServeApp(JupyterApp):
     """``codex-exec serve``: every trait of the table and server is settable, e.g.
-    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file."""
+    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file.
+
+    A :class:`JupyterApp`, so it reads its config file the way every Jupyter command
+    does: ``codex_exec_serve_config.py`` (or ``.json``) in each directory of the Jupyter
+    config path (``jupyter --paths``), or the file given with ``--config``.
+    """
 
     name = "codex-exec-serve"
-    description = "Serve the codex-exec protocol on stdin/stdout."
+    description = (
+        "Serve the codex-exec protocol on stdin/stdout.\n\n"
+        f"Configuration: {CONFIG_FILE}.py (or .json) in any directory of the Jupyter "
+        "config path (`jupyter --paths`; e.g. ~/.jupyter), or --config=FILE; command-line "
+        "options win over the file."
+    )
     classes = [ProcessTable, StdioServer, SessionConfig]
-    aliases = {"log-level": "Application.log_level"}
+    aliases = {**JupyterApp.aliases, "log-level": "Application.log_level"}
+
+    @default("config_file_name")
+    def _config_file_name_default(self) -> str:
+        return CONFIG_FILE
 
     def start(self) -> int:
         return asyncio.run(_serve_stdio(self.config))

@@ -11,8 +11,8 @@
  */
 import { IDisposable } from '@lumino/disposable';
 
-import { ExecConnection, IWithBuffers, resolveBytes } from './connection';
-import { IReadResult, ProcessEvent } from './protocol';
+import { ExecConnection, IWithBuffers } from './connection';
+import { IReadResult, ProcessEvent, resolveBytes } from './protocol';
 
 /** Where a stream's events go (the terminal widget). */
 export interface IStreamSink {
