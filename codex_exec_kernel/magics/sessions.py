@@ -17,7 +17,7 @@ from IPython.display import display
 from ..envpolicy import environ_with
 from ..protocol import SpawnSpec
 from ..sessions.api import SessionManager
-from ..sessions.cli import format_table, human_size
+from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
 from ..sessions.store import SessionError
 from .result import ExecFailed
@@ -59,7 +59,7 @@ class SessionTable:
             m = info.meta
             exit_text = "" if m.exit_code is None else (m.signal or str(m.exit_code))
             cells = (info.index, m.id, m.pid or "", info.status, exit_text,
-                     human_size(info.output_bytes), m.created_at, shlex.join(m.argv))
+                     human_size(info.output_bytes), m.created_at, describe(info))
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
                         + "</tr>")
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -130,7 +130,8 @@ class SessionMagics(Magics):
                 print(f"\n[detached from {info.id}; it keeps running]")
                 return
             final = manager.get(info.id)
-            print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}]")
+            note = f"; {final.log_note}" if final.log_note else ""
+            print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}{note}]")
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None
 
@@ -149,6 +150,9 @@ class SessionMagics(Magics):
                     break
                 sys.stdout.write(chunk.data.decode("utf-8", "replace"))
                 offset = chunk.next_offset
+            note = manager.get(info.id).log_note
+            if note:
+                print(f"\n[{note}]")
             sys.stdout.flush()
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None

@@ -21,6 +21,8 @@ from ..envpolicy import resolve
 from ..protocol import SpawnSpec
 from ..spawn import SpawnError, spawn
 from .config import SessionConfig
+from .errors import SessionError
+from .files import remove_entry
 from .store import SessionMeta, SessionStore, now_iso
 from .supervisor import LaunchSpec
 
@@ -66,27 +68,45 @@ def create_session(
     env, cwd = resolve(spec, base_env, default_cwd)
     if session_id is not None:
         store.paths(session_id)  # validates before anything is created
-    sid = store.reserve(session_id)
     created_at = now_iso()
     argv, tty, size = list(spec.argv), spec.tty, spec.size
-    try:
-        store.write_meta(
-            SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at, size=size)
-        )
-        launch = LaunchSpec(
-            session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
-            created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
-            exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
-            kill_grace=config.delete_grace,
-        )  # fmt: skip
-        answer = _start_supervisor(launch, config.start_timeout)
-    except BaseException:
-        store.remove(sid)
-        raise
+    with store.open_root(create=True) as root:
+        assert root is not None
+        sid = store.reserve_at(root, session_id)
+        # From here on creation is all-or-nothing: any failure removes the directory,
+        # through the root fd we already hold (so even fd exhaustion cannot leave a ghost).
+        try:
+            with store.open_session(sid) as dir_fd:
+                store.write_meta(
+                    SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at,
+                                size=size),
+                    dir_fd,
+                )  # fmt: skip
+            launch = LaunchSpec(
+                session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
+                created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
+                exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
+                kill_grace=config.delete_grace,
+            )  # fmt: skip
+            answer = _start_supervisor(launch, config.start_timeout)
+        except BaseException as exc:
+            _undo(root, sid, store.paths(sid).dir, exc)
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise LaunchError(f"could not create session {sid}: {reason}") from None
+            raise
     meta = store.read_meta(sid)
     if meta is None or meta.pid != answer.get("pid"):
         raise LaunchError(f"session {sid} started but its meta.json is unreadable")
     return meta
+
+
+def _undo(root: int, sid: str, shown: str, cause: BaseException) -> None:
+    """Remove a half-created session; if even that fails, say both things in one error."""
+    try:
+        remove_entry(root, sid, shown)
+    except (OSError, SessionError) as exc:
+        raise LaunchError(f"could not create session {sid} ({cause}), and {exc}") from None
 
 
 def _start_supervisor(spec: LaunchSpec, timeout: float) -> dict[str, object]:

@@ -9,7 +9,8 @@ also carries every other process's output, never stalls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..dispatcher import ConnectionState, Dispatcher, Reply
@@ -27,7 +28,10 @@ from ..protocol import (
 from .api import SessionManager
 from .attached import attach_backend
 from .config import SessionConfig
-from .store import SessionExists, SessionNotFound
+from .store import SessionError, SessionExists, SessionNotFound
+
+#: A ``session/*`` handler: typed params in, a result or :class:`Reply` out.
+Handler = Callable[[ConnectionState, Any], Awaitable[Any]]
 
 
 def process_id_of(session_id: str) -> str:
@@ -123,15 +127,32 @@ class SessionMethods:
             raise invalid_request(f"unknown session id {params.session_id!r}") from None
         return {}
 
-    def routes(self) -> dict[str, tuple[Any, Callable[[ConnectionState, Any], Any]]]:
+    def routes(self) -> dict[str, tuple[Any, Handler]]:
         return {
-            "session/create": (SessionCreateParams, self.create),
-            "session/list": (NoParams, self.list),
-            "session/attach": (SessionAttachParams, self.attach),
-            "session/logs": (SessionLogsParams, self.logs),
-            "session/signal": (SessionSignalParams, self.signal),
-            "session/delete": (SessionDeleteParams, self.delete),
+            method: (params, _session_errors_are_requests(handler))
+            for method, (params, handler) in {
+                "session/create": (SessionCreateParams, self.create),
+                "session/list": (NoParams, self.list),
+                "session/attach": (SessionAttachParams, self.attach),
+                "session/logs": (SessionLogsParams, self.logs),
+                "session/signal": (SessionSignalParams, self.signal),
+                "session/delete": (SessionDeleteParams, self.delete),
+            }.items()
         }
+
+
+def _session_errors_are_requests(handler: Handler) -> Handler:
+    """A refused store, a corrupt or unreachable session → ``-32600`` with its one-line
+    message (not an internal error with a traceback in the server's log)."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: ConnectionState, params: Any) -> Any:
+        try:
+            return await handler(ctx, params)
+        except SessionError as exc:
+            raise invalid_request(str(exc)) from None
+
+    return wrapped
 
 
 def register_session_methods(dispatcher: Dispatcher, config: SessionConfig | None = None) -> None:
