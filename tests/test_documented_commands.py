@@ -68,7 +68,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
      "Kernel Terminal"): "`make lab` serves JupyterLab until interrupted and `make test` is "
     "this suite; tests/browser/test_panel.py::test_demo_workspace_opens_notebook_and_terminal"
     " opens the same workspace in the same way",
-    ("docs/sessions.md", "from codex_exec_kernel.sessions.api import SessionManager"):
+    ("docs/sessions.md", "from codex_exec_kernel.protocol import SpawnSpec"):
     "an API overview (placeholders such as `id`, `await` outside a coroutine); every call is "
     "exercised by tests/test_sessions.py",
     ("docs/terminal-panel.md", "display({"): "a schema illustration with elided values "
@@ -77,6 +77,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/stock-kernel.md", "# ~/.ipython/profile_default/codex_exec_kernel_config.py"):
     "a config file, not a script; tests/test_history.py::test_the_switch_can_be_turned_off "
     "writes this line into that file",
+    ("README.md", "codex-exec connect --existing kernel-1234.json            # ZeroMQ, as "
+     "jupyter console"): "the three routes name placeholder servers and kernels; "
+    "tests/test_connect_suite.py runs the stdio suite through each route against real ones",
     ("docs/terminal-panel.md", "cd labextension"): "rebuilds the labextension from npm and "
     "runs the browser suite: `make setup` and `make test` do exactly that",
 }  # fmt: skip
