@@ -28,9 +28,12 @@ class RpcError(Exception):
 
 class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 command: list[str] | None = None) -> None:
+        # ``command``: another way to start the server (another user's, another venv's).
+        command = command or [sys.executable, "-m", "codex_exec_kernel.cli", "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "serve", *options],
+            [*command, *options],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
         )
