@@ -385,6 +385,17 @@ def terminal_kernel(lab, wid: str) -> str:
     return lab.page.evaluate("(id) => window.__kt.widget(id)._conn.kernel.id", wid)
 
 
+def clear_screen(lab, wid: str, timeout: float = 30) -> None:
+    """``clear``, and wait until the screen shows nothing but the new prompt (so a
+    measurement that starts now starts from a settled cursor)."""
+    lab.type(wid, "clear\n")
+    lab.page.wait_for_function(
+        """(id) => { const ls = window.__kt.lines(id).filter(l => l.trim());
+                     return ls.length === 1 && /[$#] ?$/.test(ls[0].trimEnd() + ' '); }""",
+        arg=wid, timeout=timeout * 1000, polling=100,
+    )  # fmt: skip
+
+
 def shell_value(lab, wid: str, expression: str, timeout: float = 30) -> str:
     """Have the panel's shell print ``expression`` (e.g. ``$$``, ``$(whoami)``) on a line
     of its own and return it (the typed command line itself does not match)."""

@@ -30,6 +30,7 @@ import pytest
 from conftest import RESULTS_DIR, LabServer, free_port, new_lab, start_lab, stop, wait_http
 from deploy_env import (
     User,
+    clear_screen,
     eg_launcher,
     execute,
     require_root,
@@ -250,7 +251,7 @@ def test_reload_reattaches_and_echo_latency(lab, gateway: Gateway):
     wid = lab.open_terminal(timeout=120)
     lab.wait_prompt(wid)
     pid = shell_value(lab, wid, "$$")
-    lab.type(wid, "clear\n")
+    clear_screen(lab, wid)
     lab.focus(wid)
     handle = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
     samples, frames = time_keystrokes(lab, handle, total=100)

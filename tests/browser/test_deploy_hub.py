@@ -28,6 +28,7 @@ from conftest import PAGE_HELPERS, Lab, LabServer, free_port, stop, wait_http
 from deploy_env import (
     User,
     chp_command,
+    clear_screen,
     execute,
     require_root,
     run,
@@ -188,7 +189,7 @@ def test_panel_through_the_proxy_reload_and_latency(alice_lab: Lab, hub: Hub):
     wid = lab.open_terminal()
     lab.wait_prompt(wid)
     pid = shell_value(lab, wid, "$$")
-    lab.type(wid, "clear\n")
+    clear_screen(lab, wid)
     lab.focus(wid)
     handle = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
     samples, frames = time_keystrokes(lab, handle, total=100)
