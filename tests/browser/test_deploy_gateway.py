@@ -65,7 +65,6 @@ class LoopbackSSHProcessProxy(DistributedProcessProxy):
     """DistributedProcessProxy that uses SSH even for 127.0.0.1."""
 '''
 
-
 @dataclass
 class Gateway:
     url: str
@@ -129,7 +128,7 @@ def gateway(remote_user: User, tmp_path_factory: pytest.TempPathFactory) -> Iter
              "--EnterpriseGatewayApp.list_kernels=True",
              # See docs/deploy.md: a lost kernel_info reply must not outlast the
              # JupyterLab server's GatewayClient.request_timeout (42 s).
-             "--MappingKernelManager.kernel_info_timeout=5", "--log-level=DEBUG"],
+             "--MappingKernelManager.kernel_info_timeout=5"],
             env=env, cwd=work, stdout=log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"

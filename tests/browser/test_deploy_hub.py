@@ -104,6 +104,14 @@ class Hub:
         )
 
 
+def answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     require_root()
@@ -133,6 +141,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         url = f"http://127.0.0.1:{public_port}"
         try:
             wait_http(url + "/hub/api/", proc, log)
+            # The proxy answers (404) before the hub has added its route.
+            wait_until(lambda: answers_ok(url + "/hub/api/") or proc.poll() is not None,
+                       timeout=60)  # fmt: skip
+            assert proc.poll() is None, log.read_text()[-4000:]
             yield Hub(url, proc, admin_token, alice, bob, hub_venv)
         finally:
             stop(proc)
