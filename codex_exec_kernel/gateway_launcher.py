@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--spark-context-initialization-mode", dest="init_mode")  # fmt: skip
     parser.add_argument("--RemoteProcessProxy.cluster-type", "--cluster-type",
                         dest="cluster_type")  # fmt: skip
+    # The gateway's bootstrap-kernel.sh may pass its KERNEL_CLASS_NAME: our kernel it is.
+    parser.add_argument("--kernel-class-name", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if not args.kernel_id:
         parser.error("--RemoteProcessProxy.kernel-id is required")
