@@ -48,9 +48,11 @@ def test_install_without_the_option_is_the_local_kernelspec(tmp_path):
 
 
 def test_launcher_accepts_both_argument_spellings():
-    args = parse_args(["--RemoteProcessProxy.kernel-id", "k1", "--public-key", "pk",
-                       "--port-range", "0..0", "--kernel-class-name", "x.Y",
-                       "--spark-context-initialization-mode", "none", "--Kernel.foo=1"])  # fmt: skip
+    args = parse_args([
+        "--RemoteProcessProxy.kernel-id", "k1", "--public-key", "pk", "--port-range", "0..0",
+        "--kernel-class-name", "x.Y", "--spark-context-initialization-mode", "none",
+        "--Kernel.foo=1",
+    ])  # fmt: skip
     assert (args.kernel_id, args.public_key, args.port_range) == ("k1", "pk", "0..0")
     assert args.kernel_args == ["--Kernel.foo=1"]
 
