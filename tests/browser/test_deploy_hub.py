@@ -291,9 +291,21 @@ def test_bob_cannot_reach_alices_sessions(alice_lab: Lab, bob_lab: Lab, hub: Hub
     )
     assert secret not in bob_lab.text(opened["id"]), opened
     assert not opened["ready"], opened
-    # The sidebar lists bob's kernel's sessions: not alice's.
-    listed = execute(bob_lab, bob_kernel, "%sessions")[1]
-    assert sid not in listed
+    # The sidebar (session/list over bob's kernel) shows his session, not hers.
+    bobs = f"bobs-{uuid.uuid4().hex[:6]}"
+    status, out = execute(bob_lab, bob_kernel,
+                          f"%env CODEX_EXEC_HOME={hub.bob.home}/.local/share/codex-exec")
+    status, out = execute(bob_lab, bob_kernel, f"%exec --bg --id {bobs} -- sleep 600")
+    assert status == "ok", out
+    bob_lab.execute("codex-exec:show-processes", {"kernelId": bob_kernel})
+    bob_lab.page.wait_for_function(
+        "(sid) => (document.getElementById('codex-exec-sessions')?.innerText || '')"
+        ".includes(sid)", arg=bobs, timeout=30000, polling=200,
+    )  # fmt: skip
+    sidebar = bob_lab.page.evaluate(
+        "() => document.getElementById('codex-exec-sessions').innerText"
+    )
+    assert sid not in sidebar and secret not in sidebar, sidebar
 
     # The CLI as bob, at his store and at alice's.
     codex = str(hub.venv / "bin" / "codex-exec")
