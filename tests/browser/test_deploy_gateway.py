@@ -65,6 +65,24 @@ class LoopbackSSHProcessProxy(DistributedProcessProxy):
     """DistributedProcessProxy that uses SSH even for 127.0.0.1."""
 '''
 
+#: Enterprise Gateway's config file (docs/deploy.md): tornado leaves Nagle on for the
+#: websockets it accepts, and the gateway relays each keystroke's echo as a small frame
+#: to the lab server, which then waits on its delayed ACK. Switch it off.
+EG_CONFIG = """\
+from tornado.websocket import WebSocketProtocol13
+
+_start_pinging = WebSocketProtocol13.start_pinging
+
+
+def _start_pinging_nodelay(self):
+    self.stream.set_nodelay(True)  # called once the websocket's stream is its own
+    _start_pinging(self)
+
+
+WebSocketProtocol13.start_pinging = _start_pinging_nodelay
+"""
+
+
 @dataclass
 class Gateway:
     url: str
@@ -91,6 +109,8 @@ def gateway(remote_user: User, tmp_path_factory: pytest.TempPathFactory) -> Iter
         (home / ".ssh" / "id_ed25519").write_bytes(sshd.key.read_bytes())
         (home / ".ssh" / "id_ed25519").chmod(0o600)
         (home / ".ssh" / "known_hosts").write_text(sshd.known_hosts.read_text())
+        (work / "config").mkdir()
+        (work / "config" / "jupyter_enterprise_gateway_config.py").write_text(EG_CONFIG)
         pypath = work / "py"
         pypath.mkdir()
         (pypath / "loopback_ssh_pp.py").write_text(LOOPBACK_PROXY)
