@@ -41,7 +41,16 @@ import pytest
 from conftest import ensure_labextension_built
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("CODEX_EXEC_DEPLOY_CACHE", ROOT / ".cache" / "deploy"))
+
+
+def default_cache() -> Path:
+    """``.cache/deploy`` in the checkout when other users can reach it (the venvs run as
+    them), else a system cache dir (a checkout under /root, say)."""
+    reachable = all(d.stat().st_mode & 0o001 for d in [ROOT, *ROOT.parents])
+    return ROOT / ".cache" / "deploy" if reachable else Path("/var/cache/codex-exec-tests")
+
+
+CACHE = Path(os.environ.get("CODEX_EXEC_DEPLOY_CACHE") or default_cache())
 SYSTEM_PYTHON = "/usr/bin/python3"
 DEV_BIN = Path(sys.executable).parent
 
@@ -75,9 +84,8 @@ def cache_lock() -> Iterator[None]:
     """One builder of the cache at a time (parallel test runs share it)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     os.chmod(CACHE, 0o755)
-    for parent in (CACHE.parent, CACHE.parent.parent):
-        with contextlib.suppress(OSError):
-            parent.chmod(parent.stat().st_mode | 0o055)  # other users reach the venvs
+    if CACHE.parent.parent == ROOT:
+        CACHE.parent.chmod(0o755)  # .cache: other users reach the venvs
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
