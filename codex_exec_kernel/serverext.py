@@ -69,6 +69,41 @@ def _client_nodelay(fut: Any) -> None:
         log.debug("codex-exec: gateway set_nodelay failed", exc_info=True)
 
 
+def _handshake_doomed(handler: Any) -> bool:
+    """Whether the browser is about to drop this websocket: it offered subprotocols and
+    the gateway relay (which speaks only the legacy protocol) selected none.
+
+    Chromium fails such a handshake ("Sent non-empty 'Sec-WebSocket-Protocol' header
+    but no response was received") and JupyterLab retries at once, without
+    subprotocols and with the same session id. Connecting to the gateway for the
+    doomed attempt makes Enterprise Gateway (jupyter_server 1.x) treat the retry as
+    replacing a stale connection, and the retry then hangs until the server's
+    GatewayClient.request_timeout (42 s): the panel does not connect. So the doomed
+    attempt does not go upstream at all."""
+    try:
+        offered = handler.request.headers.get("Sec-WebSocket-Protocol", "")
+        return bool(offered.strip()) and handler.selected_subprotocol is None
+    except Exception:
+        return False
+
+
+def _close_abandoned(fut: Any) -> None:
+    """Close a gateway websocket whose browser side went away while it was connecting.
+
+    jupyter_server "cancels" the pending connection when the browser's websocket
+    closes first (JupyterLab's first attempt often does), but tornado's futures
+    cannot be cancelled: the connection completes and stays open, unread. Enterprise
+    Gateway (jupyter_server 1.x) then sees the browser's retry, with the same session
+    id, as replacing that stale connection and waits for it to close, which never
+    happens: the retry hangs until our GatewayClient.request_timeout (42 s) and the
+    panel does not connect. Closing it lets the retry through at once."""
+    try:
+        if not fut.cancelled() and fut.exception() is None:
+            fut.result().close()
+    except Exception:
+        log.debug("codex-exec: closing an abandoned gateway websocket failed", exc_info=True)
+
+
 class _BinaryFrame(bytes):
     """A binary websocket frame that survives the gateway relay's ``.decode("utf8")``."""
 
@@ -88,6 +123,9 @@ def _gateway_binary_relay(base: type) -> dict[str, Any]:
 
     def _connection_done(self: Any, fut: Any) -> None:
         base._connection_done(self, fut)
+        if getattr(self, "disconnected", False):
+            _close_abandoned(fut)
+            return
         ws = getattr(self, "ws", None)
         if ws is None:
             return
@@ -190,10 +228,13 @@ def wrap_connection_class(base: type) -> type:
 
     namespace: dict[str, Any] = {_WRAPPED_MARKER: True, "__module__": __name__}
 
+    gateway = hasattr(base, "_connection_done") and hasattr(base, "_write_message")
     if inspect.iscoroutinefunction(base.connect):
 
         async def connect(self: Any) -> Any:
             _set_nodelay(self.websocket_handler)
+            if gateway and _handshake_doomed(self.websocket_handler):
+                return None
             return await base.connect(self)
 
     else:
@@ -204,7 +245,7 @@ def wrap_connection_class(base: type) -> type:
 
     namespace["connect"] = connect
 
-    if hasattr(base, "_connection_done") and hasattr(base, "_write_message"):
+    if gateway:
         namespace.update(_gateway_binary_relay(base))
 
     if hasattr(base, "_limit_rate"):
