@@ -57,6 +57,10 @@ NOT_ON_ROUTE: dict[str, tuple[tuple[str, ...], str]] = {
     "test_default_excludes_drop_secrets": (("server", "gateway"), _SERVER_ENV),
     "test_cwd_default_and_given": (("server", "gateway"), _SERVER_ENV),
     "test_environment_rules": (("server", "gateway"), _SERVER_ENV),
+    # they point the server at a per-test session store through its environment
+    # (test_connect.py re-attaches a session through a Jupyter server instead)
+    "test_session_methods_over_stdio": (("server", "gateway"), _SERVER_ENV),
+    "test_session_outlives_the_stdio_server": (("server", "gateway"), _SERVER_ENV),
     "test_coalescing_makes_few_large_chunks": (("server", "gateway"),
         "asserts the stdio server's 64 KiB chunk cap; a kernel's default is 2 MiB "
         "(ExecService.coalesce_max_bytes)"),

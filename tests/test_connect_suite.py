@@ -1,13 +1,14 @@
 """The stdio protocol suite, unchanged, against ``codex-exec connect`` on each route.
 
 Each route runs the suite's own files in a child pytest with ``CODEX_EXEC_STDIO_ROUTE``
-set (see connect_routes.py): ``existing`` (ZeroMQ to a kernel from its kernelspec)
-runs every stdio test; ``server`` (``--url`` to a Jupyter server with a token) and
-``gateway`` (``--url`` to Kernel Gateway) run a representative subset — handshake,
-error codes, each kind of method, 10 MiB exact by hash, lifecycle, and on ``server``
-the 200 MB flood with a stalled reader (relay memory bounded) — because each client
-there starts a kernel through the server: the whole suite took 14 min per route on
-the shared 2-core machine, too slow for CI.
+set (see connect_routes.py): ``server`` (``--url`` to a Jupyter server with a token,
+the route the issue is about) runs every stdio test, the 200 MB floods with a stalled
+reader included (the relay's memory stays bounded); ``existing`` (ZeroMQ to a kernel
+from its kernelspec) and ``gateway`` (``--url`` to Kernel Gateway) run a
+representative subset — handshake, error codes, each kind of method, 10 MiB exact by
+hash, lifecycle — to keep CI time down: each client starts a kernel. (By hand the whole
+suite also passed on ``gateway`` (61 passed, 14 skipped) and ``existing`` (70 passed,
+5 skipped), slow tests included.)
 To run the whole suite on any route by hand:
 ``CODEX_EXEC_STDIO_ROUTE=server .venv/bin/python -m pytest tests/test_stdio_*.py``.
 """
@@ -33,8 +34,8 @@ SUBSET = " or ".join([
 ])  # fmt: skip
 
 ROUTES = {
-    "existing": ["-m", "not slow"],
-    "server": ["-k", SUBSET + " or 200mb_flood"],
+    "server": [],
+    "existing": ["-k", SUBSET, "-m", "not slow"],
     "gateway": ["-k", SUBSET, "-m", "not slow"],
 }
 

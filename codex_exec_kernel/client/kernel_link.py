@@ -324,8 +324,8 @@ class WebSocketLink(KernelLink):
         )  # fmt: skip
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except HTTPClientError as exc:  # pragma: no cover - raise_error=False
-            raise LinkError(f"{self.base_url}: {exc}")
+        except HTTPClientError as exc:  # raised for some transport failures despite raise_error
+            raise LinkLost(f"cannot reach {self.base_url}: {exc}")
         except OSError as exc:
             raise LinkLost(f"cannot reach {self.base_url}: {exc.strerror or exc}")
         if response.code == 599:
@@ -397,8 +397,8 @@ class WebSocketLink(KernelLink):
         except OSError as exc:
             raise LinkLost(f"cannot reach {self.base_url}: {exc.strerror or exc}")
         try:
-            self.ws.protocol.stream.set_nodelay(True)  # keystroke echo: no Nagle delay
-        except Exception:
+            self.ws.protocol.set_nodelay(True)  # keystroke echo: no Nagle delay
+        except Exception:  # the connection may already be gone; the next read says so
             pass
         await self._wait_ready()
 
