@@ -19,6 +19,7 @@ the callers: the stdio relay (``codex-exec connect``) and the Python client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import urllib.parse
@@ -69,6 +70,9 @@ class KernelLink(ABC):
         self.comm_id = ""
         #: A one-line description of the kernel for messages (url and id, or file).
         self.where = ""
+        #: The session id in the headers of the kernel's IOPub messages: one per kernel
+        #: process, so a new one means the kernel was restarted under us.
+        self.kernel_session: str | None = None
 
     # ------------------------------------------------------------------ for callers
     @abstractmethod
@@ -162,7 +166,16 @@ class KernelLink(ABC):
     async def _next_msg(self) -> dict[str, Any]: ...
 
     def _classify(self, msg: dict[str, Any]) -> LinkMessage | None:
-        msg_type = msg.get("header", {}).get("msg_type") or msg.get("msg_type")
+        header = msg.get("header") or {}
+        msg_type = header.get("msg_type") or msg.get("msg_type")
+        session = header.get("session")
+        if session and msg_type in ("status", "comm_msg", "comm_close"):
+            if self.kernel_session is None:
+                self.kernel_session = session
+            elif session != self.kernel_session:
+                # Its "starting" status may have gone out before we re-subscribed.
+                raise LinkError(f"the kernel {self.where} died or restarted (a new kernel "
+                                "answers)")
         content = msg.get("content") or {}
         if msg_type == "comm_msg" and content.get("comm_id") == self.comm_id:
             data = content.get("data")
@@ -231,6 +244,12 @@ class ZmqLink(KernelLink):
             except Exception:  # queue.Empty: a quiet second; is the kernel still there?
                 if not await self.kc.is_alive():
                     raise LinkError(f"the kernel of {self.where} stopped answering (heartbeat)")
+                # And is it still the same kernel? Its status for this request carries
+                # its session id (see _classify); the reply itself is drained unread.
+                self._send("kernel_info_request", {})
+                with contextlib.suppress(Exception):
+                    while True:
+                        await self.kc.get_control_msg(timeout=0)
 
     async def close(self) -> None:
         if self.kc is None:

@@ -116,6 +116,10 @@ class RelayState:
         self.relay = relay
         self.conn = conn
         self.congested = False
+        #: Requests are forwarded, not run here: the kernel's own dispatcher bounds what
+        #: it runs at once, and the stdio output's high-water mark bounds what comes back.
+        self.in_flight = 0
+        self.on_request_done: Any = None
 
     def send(self, message: dict[str, Any], buffers: list[bytes] | None = None) -> None:
         self.conn.send(message, buffers or [])
