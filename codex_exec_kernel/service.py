@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import threading
@@ -21,6 +20,7 @@ from traitlets import Float, Int
 from traitlets.config import Config, Configurable
 
 from .iothread import IOThread
+from .kernelenv import KernelEnvironment
 from .transports.comm import TARGET, CommConnection
 from .watchdog import Watchdog
 
@@ -49,7 +49,8 @@ class ExecService(Configurable):
         super().__init__(**kwargs)
         self.kernel = kernel
         self.io = IOThread(config=self._table_config(), server_name="codex-exec kernel")
-        self.io.table.default_cwd = os.getcwd()
+        self.kernel_env = KernelEnvironment(parent=self)
+        self.io.table.spawn_hook = self.kernel_env
         self.watchdog = Watchdog(grace=self.watchdog_grace)
         self.io.table.on_group_started.append(self.watchdog.register)
         self.io.table.on_group_gone.append(self.watchdog.unregister)
@@ -178,3 +179,4 @@ class ExecService(Configurable):
         self._stopped = True
         self.io.stop()
         self.watchdog.close()
+        self.kernel_env.close()

@@ -12,8 +12,8 @@ import asyncio
 import itertools
 import os
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from traitlets import Float, Int
 from traitlets.config import Configurable
@@ -26,6 +26,14 @@ from .spawn import group_alive, signal_group, spawn
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+class SpawnHook(Protocol):
+    """What a server adds to every local spawn (a kernel's: ``kernelenv.KernelEnvironment``)."""
+
+    def environ(self, base: Mapping[str, str]) -> dict[str, str]: ...
+    def cwd(self) -> str: ...
+    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]: ...
 
 
 class ProcessTable(Configurable):
@@ -65,6 +73,18 @@ class ProcessTable(Configurable):
         self.on_group_gone: list[Callable[[int], None]] = []
         self.base_env: dict[str, str] | None = None  # None: os.environ at spawn time
         self.default_cwd: str | None = None  # None: os.getcwd() at spawn time
+        #: The kernel's environment, directory and login-shell wrapper (kernelenv.py).
+        self.spawn_hook: SpawnHook | None = None
+
+    def child_base_env(self) -> dict[str, str]:
+        """The environment a child inherits when its request does not replace it."""
+        base = self.base_env if self.base_env is not None else dict(os.environ)
+        return self.spawn_hook.environ(base) if self.spawn_hook is not None else dict(base)
+
+    def child_cwd(self) -> str:
+        """Where a child starts when its request names no directory."""
+        hook_cwd = self.spawn_hook.cwd() if self.spawn_hook is not None else None
+        return self.default_cwd or hook_cwd or os.getcwd()
 
     # ------------------------------------------------------------------ entries
     def get(self, process_id: str) -> ManagedProcess | None:
@@ -99,11 +119,13 @@ class ProcessTable(Configurable):
         """Spawn a local child and add it. A failed spawn leaves no entry behind."""
         process_id = process_id or self.new_id()
         self._check_room(process_id)
-        base = self.base_env if self.base_env is not None else dict(os.environ)
-        env = child_environment(base, spec.env, spec.env_policy, spec.tty)
-        cwd = spec.cwd or self.default_cwd or os.getcwd()
+        env = child_environment(self.child_base_env(), spec.env, spec.env_policy, spec.tty)
+        cwd = spec.cwd or self.child_cwd()
+        argv = spec.argv
+        if self.spawn_hook is not None:
+            argv, env = self.spawn_hook.command(list(argv), env)
         child = spawn(
-            spec.argv,
+            argv,
             env=env,
             cwd=cwd,
             tty=spec.tty,

@@ -21,7 +21,8 @@ def load_ipython_extension(ipython: Any) -> None:
     if kernel is not None:
         from ..service import ExecService
 
-        ExecService.attach(kernel)  # table, comm target, shutdown hook: once per kernel
+        service = ExecService.attach(kernel)  # table, comm target, shutdown hook: once
+        ipython.configurables.append(service.kernel_env)  # `%config KernelEnvironment.x`
     magics = ExecMagics(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so `%config ExecMagics.x = ...` reaches it

@@ -60,7 +60,8 @@ class ExecMagics(Magics):
         return ExecService.attach(kernel)
 
     def _start(self, argv: list[str], args: Any, title: str) -> Any:
-        env = dict(os.environ)
+        table = self.service.table
+        env = table.child_base_env()  # the kernel's environment (kernelenv.py)
         env.update(args.env)
         spec = SpawnSpec(
             argv=argv,
@@ -70,7 +71,6 @@ class ExecMagics(Magics):
             pipe_stdin=args.input,
             size=_terminal_size(),
         )
-        table = self.service.table
 
         def start() -> Any:
             proc = table.start(spec, title=title)

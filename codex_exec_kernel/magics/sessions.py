@@ -15,6 +15,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
+from ..service import ExecService
 from ..sessions.api import SessionManager
 from ..sessions.cli import format_table, human_size
 from ..sessions.config import SessionConfig
@@ -30,7 +31,9 @@ def _manager(magics: Magics) -> SessionManager:
 
 def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
     """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
-    env = dict(os.environ)
+    kernel = getattr(magics.shell, "kernel", None)
+    service = ExecService.of(kernel) if kernel is not None else None
+    env = service.table.child_base_env() if service is not None else dict(os.environ)
     env.update(args.env)
     try:
         info = _manager(magics).create(

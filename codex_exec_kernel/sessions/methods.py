@@ -9,7 +9,6 @@ also carries every other process's output, never stalls.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -66,8 +65,8 @@ class SessionMethods:
         spec = SpawnSpec.read(r)
         session_id = _session_id(r, required=False)
         table = ctx.table
-        base = table.base_env if getattr(table, "base_env", None) is not None else os.environ
-        cwd = spec.cwd or getattr(table, "default_cwd", None) or os.getcwd()
+        base = table.child_base_env()
+        cwd = spec.cwd or table.child_cwd()
         try:
             info = await asyncio.to_thread(
                 self.manager.create, spec.argv, session_id=session_id, cwd=cwd, env=spec.env,
