@@ -7,13 +7,15 @@ import pwd
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Float, Int
+from traitlets import Bool, Float, Int
 
 from ..protocol import SpawnSpec
 from ..service import ExecService
+from .display import Display, TtyDisplay
 from .options import HELP, UsageError, parse
 from .result import ExecFailed, ExecResult
-from .runner import CellRun, Display
+from .runner import CellRun
+from .terminal_text import rendered_text
 
 MiB = 1024 * 1024
 
@@ -35,7 +37,21 @@ class ExecMagics(Magics):
     max_output_bytes = Int(
         1 * MiB,
         config=True,
-        help="Output shown in a cell before the middle is skipped (head and tail stay).",
+        help="Bytes of output a cell shows: past it, the first and last halves stay (cut "
+        "at line ends) and a notice says how many bytes and lines were skipped.",
+    )
+    tty = Bool(
+        False,
+        config=True,
+        help="Run commands in a PTY by default (as IPython's ! does); --tty/--no-tty "
+        "override it per command. Off by default: pipes keep stderr apart and never wait "
+        "on a terminal prompt (see %exec --help).",
+    )
+    tty_refresh = Float(
+        0.1,
+        config=True,
+        help="Seconds between updates of a --tty cell's live output (a progress bar); "
+        "large outputs update less often (about 2 MB/s of updates at most).",
     )
     retained_bytes = Int(
         64 * MiB,
@@ -81,9 +97,14 @@ class ExecMagics(Magics):
 
     def _run(self, argv: list[str], args: Any, command: str) -> ExecResult | None:
         proc = self._start(argv, args, title=command)
+        display: Display | TtyDisplay
+        if args.tty:
+            display = TtyDisplay(self.max_output_bytes, _terminal_size()[0],
+                                 self.tty_refresh, quiet=args.quiet)  # fmt: skip
+        else:
+            display = Display(limit=self.max_output_bytes, quiet=args.quiet)
         run = CellRun(
-            self.service, proc,
-            Display(limit=self.max_output_bytes, quiet=args.quiet),
+            self.service, proc, display,
             capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
             linger=self.linger, stdin_lines=args.input, input_fn=self._input,
         )  # fmt: skip
@@ -91,22 +112,28 @@ class ExecMagics(Magics):
         if outcome.lingering and not args.quiet:
             print(f"[exited; background processes still hold its output: {outcome.process_id}]")
         captured = outcome.captured
+        if args.tty and not args.raw:  # what the terminal showed, without colours
+            stdout = rendered_text(bytes(captured["pty"]), _terminal_size()[0])
+        else:
+            stdout = (captured["stdout"] + captured["pty"]).decode("utf-8", "replace")
         result = ExecResult(
             command=command,
             exit_code=outcome.exit_code,
-            stdout=(captured["stdout"] + captured["pty"]).decode("utf-8", "replace"),
+            stdout=stdout,
             stderr=captured["stderr"].decode("utf-8", "replace"),
             process_id=outcome.process_id,
             signal=outcome.signal,
             timed_out=outcome.timed_out,
         )
         self.shell.user_ns["_exit_code"] = outcome.exit_code
+        if args.capture:  # like subprocess.run: the result whatever the status
+            return result
         if outcome.timed_out and not args.allow_fail:
             raise ExecFailed(f"timed out after {args.timeout:g}s: {command}", result)
         if outcome.exit_code not in (0, None) and not args.allow_fail:
             how = f" ({outcome.signal})" if outcome.signal else ""
             raise ExecFailed(f"exit status {outcome.exit_code}{how}: {command}", result)
-        return result if args.capture else None
+        return None
 
     def _input(self, prompt: str) -> str:
         # The kernel's input() becomes an input_request on the stdin channel.
@@ -114,12 +141,15 @@ class ExecMagics(Magics):
 
     def _parse(self, line: str) -> tuple[Any, str] | None:
         try:
-            return parse(line)
+            args, command = parse(line)
         except UsageError as exc:
             text = str(exc).strip()
             if not text:  # --help: argparse has printed it
                 return None
             raise ExecFailed(text) from None
+        if args.tty is None:
+            args.tty = self.tty
+        return args, command
 
     # ------------------------------------------------------------------ magics
     @line_magic("exec")

@@ -24,6 +24,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or "")
 
 
+EPILOG = """\
+environment and directory:
+  The command runs with the kernel's environment active (its python first on PATH,
+  VIRTUAL_ENV/CONDA_PREFIX set), so `%exec pip install x` installs where `import x`
+  looks; in the kernel's current directory (follows %cd). Both are traits:
+  c.KernelEnvironment.activate, c.KernelEnvironment.follow_cwd.
+
+pipes or a terminal:
+  Without --tty the command gets pipes: stdout and stderr stay apart (stderr shows
+  red, --capture returns both), it never waits on a terminal prompt (a password, a
+  pager), and output streams at full speed. IPython's `!` uses a PTY; here --tty
+  does, and the cell renders it like a terminal (progress bars update in place; the
+  notebook keeps the final text with colours). Make it the default with
+  c.ExecMagics.tty = True (then --no-tty asks for pipes).
+
+completion: Tab completes command names from PATH for the first word, then paths.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="%exec",
@@ -35,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             "status is in _exit_code. Interrupt (the stop button) sends SIGINT to the\n"
             "command's process group; a second interrupt within a few seconds kills it."
         ),
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=True,
     )
@@ -43,13 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set an environment variable (repeatable)")  # fmt: skip
     p.add_argument("--timeout", type=float, metavar="S",
                    help="terminate the command after S seconds (the cell fails)")  # fmt: skip
-    p.add_argument("--tty", action="store_true",
-                   help="run in a pseudo-terminal: colours and \\r progress bars intact")
+    p.add_argument("--tty", action="store_const", const=True, default=None,
+                   help="run in a pseudo-terminal (isatty true: colours, progress bars); the "
+                   "cell shows it as a terminal would, updated in place")  # fmt: skip
+    p.add_argument("--no-tty", dest="tty", action="store_const", const=False,
+                   help="run with pipes (stdout and stderr apart), whatever the default")
     p.add_argument("--input", action="store_true",
                    help="interactive stdin: each line you submit goes to the command; an "
                    "empty submission closes its stdin")  # fmt: skip
     p.add_argument("--capture", action="store_true",
-                   help="return an ExecResult (exit_code, stdout, stderr) with all output")
+                   help="return an ExecResult (exit_code, stdout, stderr) with all output, "
+                   "for any exit status (r.check() raises); stdout works like an SList")
+    p.add_argument("--raw", action="store_true",
+                   help="with --capture --tty: the PTY's bytes as sent, not the rendered text")
     p.add_argument("--quiet", action="store_true", help="do not show output in the cell")
     p.add_argument("--allow-fail", action="store_true",
                    help="do not fail the cell on a non-zero exit status")
