@@ -147,6 +147,8 @@ class ExecMagics(Magics):
             if not text:  # --help: argparse has printed it
                 return None
             raise ExecFailed(text) from None
+        except ValueError as exc:  # unbalanced quotes in the options
+            raise ExecFailed(f"%exec: {exc}") from None
         if args.tty is None:
             args.tty = self.tty
         return args, command

@@ -10,18 +10,35 @@ from __future__ import annotations
 import argparse
 import io
 import shlex
+from typing import Any
 
 
 class UsageError(Exception):
-    pass
+    """Bad options: the message and usage (empty after ``--help`` printed the help)."""
 
 
-class _Parser(argparse.ArgumentParser):
+class MagicParser(argparse.ArgumentParser):
+    """An argparse parser for a magic: errors raise instead of exiting the kernel, so
+    every magic can fail its cell on a usage error (see :func:`parse_magic_args`)."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"%exec: {message}\n\n{self.format_usage()}")
+        raise UsageError(f"{self.prog}: {message}\n\n{self.format_usage()}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise UsageError(message or "")
+
+
+def parse_magic_args(parser: argparse.ArgumentParser, tokens: list[str]) -> Any:
+    """Parsed options; None after ``--help``; a usage error fails the cell (ExecFailed)."""
+    from .result import ExecFailed
+
+    try:
+        return parser.parse_args(tokens)
+    except UsageError as exc:
+        text = str(exc).strip()
+        if not text:  # --help: argparse has printed it
+            return None
+        raise ExecFailed(text) from None
 
 
 EPILOG = """\
@@ -44,7 +61,7 @@ completion: Tab completes command names from PATH for the first word, then paths
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = MagicParser(
         prog="%exec",
         description=(
             "Run a shell command in the kernel's process table, with live output.\n"
@@ -87,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 PARSER = build_parser()
 HELP = PARSER.format_help()
-_VALUE_OPTIONS = {"--cwd", "--env", "--timeout", "--id"}
+VALUE_OPTIONS = {"--cwd", "--env", "--timeout", "--id"}
 
 
 def split_line(line: str) -> tuple[list[str], str]:
@@ -115,7 +132,7 @@ def split_line(line: str) -> tuple[list[str], str]:
             return tokens, line[start:].strip()
         name = token.split("=", 1)[0]
         tokens.append(token)
-        expect_value = name in _VALUE_OPTIONS and "=" not in token
+        expect_value = name in VALUE_OPTIONS and "=" not in token
 
 
 def parse(line: str) -> tuple[argparse.Namespace, str]:

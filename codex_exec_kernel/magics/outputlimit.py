@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-
 #: How far the head may run past its half of the budget to finish a line it began.
 LINE_SLACK = 4096
 

@@ -20,6 +20,7 @@ from ..sessions.api import SessionManager
 from ..sessions.cli import format_table, human_size
 from ..sessions.config import SessionConfig
 from ..sessions.store import SessionError
+from .options import MagicParser, parse_magic_args
 from .result import ExecFailed
 
 TERMINAL_MIME = "application/vnd.codex-exec.terminal+json"
@@ -72,18 +73,16 @@ class SessionTable:
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=True,
-                                     exit_on_error=False)  # fmt: skip
-    return parser
+    return MagicParser(prog=prog, description=description, add_help=True)
 
 
 def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
+    """Options of a session magic; a usage error fails the cell, as in ``%exec``."""
     try:
-        return parser.parse_args(shlex.split(line))
-    except SystemExit:  # --help printed
-        return None
-    except argparse.ArgumentError as exc:
+        tokens = shlex.split(line)
+    except ValueError as exc:
         raise ExecFailed(f"{parser.prog}: {exc}") from None
+    return parse_magic_args(parser, tokens)
 
 
 SESSIONS = _parser("%sessions", "List background sessions, or delete one.")
@@ -179,3 +178,8 @@ class SessionMagics(Magics):
                 "show the panel); in a console use %exec or codex-exec session attach.")
         display({TERMINAL_MIME: request, "text/plain": text}, raw=True)
 
+
+SessionMagics.sessions.__doc__ = SESSIONS.format_help()
+SessionMagics.attach.__doc__ = ATTACH.format_help()
+SessionMagics.logs.__doc__ = LOGS.format_help()
+SessionMagics.terminal.__doc__ = TERMINAL.format_help()
