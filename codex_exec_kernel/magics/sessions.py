@@ -20,6 +20,7 @@ from ..sessions.api import SessionManager
 from ..sessions.cli import format_table, human_size
 from ..sessions.config import SessionConfig
 from ..sessions.store import SessionError
+from ..showtext import command_text, one_line, when_text
 from .options import MagicParser, parse_magic_args
 from .result import ExecFailed
 
@@ -57,19 +58,28 @@ class SessionTable:
         return format_table(self.infos) if self.infos else "no sessions"
 
     def _repr_html_(self) -> str:
+        # Never typeset: mathjax_ignore (MathJax 3, JupyterLab) / tex2jax_ignore (MathJax
+        # 2) on the table, and commands in <code>, which MathJax skips anyway; a
+        # command like `seq 1 $N; echo $HOME` must show as typed.
         if not self.infos:
             return "<em>no sessions</em>"
-        head = "".join(f"<th>{h}</th>" for h in
-                       ("#", "id", "pid", "status", "exit", "output", "created", "command"))
+        heads = ("#", "id", "pid", "status", "exit", "output", "created", "command")
+        head = "".join(f"<th>{h}</th>" for h in heads)
         rows = []
         for info in self.infos:
             m = info.meta
             exit_text = "" if m.exit_code is None else (m.signal or str(m.exit_code))
-            cells = (info.index, m.id, m.pid or "", info.status, exit_text,
-                     human_size(info.output_bytes), m.created_at, shlex.join(m.argv))
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                        + "</tr>")
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            cells = [html.escape(str(c)) for c in (info.index, m.id, m.pid or "", info.status,
+                     exit_text, human_size(info.output_bytes))]  # fmt: skip
+            created = html.escape(when_text(m.created_at))
+            cells.append(f'<span title="{html.escape(m.created_at)}">{created}</span>')
+            command = html.escape(one_line(command_text(m.argv)))
+            cells.append(f'<code title="{html.escape(shlex.join(m.argv))}">{command}</code>')
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return (
+            '<table class="codex-exec-sessions mathjax_ignore tex2jax_ignore">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
