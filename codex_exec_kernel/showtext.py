@@ -2,25 +2,21 @@
 
 A background session started with ``%exec --bg CMD`` runs ``[$SHELL, "-c", CMD]``;
 showing that argv shell-quoted (``/bin/bash -c 'bash -c '"'"'for…'``) hides what the
-user typed, so tables show ``CMD`` itself and keep the argv for details. Times are
-shown one way everywhere: local time with the age ("3 min ago").
+user typed, so the session stores ``CMD`` as its ``display`` and tables show it,
+keeping the argv for details. Times are shown one way everywhere: local time with the
+age ("3 min ago").
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "fish", "ash"})
 
-
-def command_text(argv: Sequence[str]) -> str:
-    """The command as typed: the script of ``SHELL -c SCRIPT``, else the quoted argv."""
-    if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in SHELLS:
-        return argv[2]
-    return shlex.join(argv)
+def command_text(argv: Sequence[str], display: str | None = None) -> str:
+    """The command as typed (``display``), else the argv shell-quoted."""
+    return display if display else shlex.join(argv)
 
 
 def one_line(text: str, width: int = 80) -> str:

@@ -182,7 +182,7 @@ class ExecMagics(Magics):
     def _background(self, args: Any, command: str, argv: list[str] | None = None) -> None:
         from .sessions import start_background
 
-        start_background(self, args, argv or [user_shell(), "-c", command])
+        start_background(self, args, argv or [user_shell(), "-c", command], display=command)
 
 
 def _terminal_size() -> tuple[int, int]:

@@ -31,7 +31,7 @@ def _manager(magics: Magics) -> SessionManager:
     return SessionManager(SessionConfig(config=magics.shell.config))
 
 
-def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
+def start_background(magics: Magics, args: Any, argv: list[str], display: str) -> None:
     """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
     kernel = getattr(magics.shell, "kernel", None)
     service = ExecService.of(kernel) if kernel is not None else None
@@ -40,7 +40,7 @@ def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
     try:
         info = _manager(magics).create(
             argv, session_id=args.session_id, cwd=os.path.abspath(args.cwd or os.getcwd()),
-            env=env, tty=args.tty,
+            env=env, tty=args.tty, display=display,
         )  # fmt: skip
     except (SessionError, Exception) as exc:
         raise ExecFailed(f"could not start the session: {exc}") from None
@@ -73,7 +73,7 @@ class SessionTable:
                      exit_text, human_size(info.output_bytes))]  # fmt: skip
             created = html.escape(when_text(m.created_at))
             cells.append(f'<span title="{html.escape(m.created_at)}">{created}</span>')
-            command = html.escape(one_line(command_text(m.argv)))
+            command = html.escape(one_line(command_text(m.argv, m.display)))
             cells.append(f'<code title="{html.escape(shlex.join(m.argv))}">{command}</code>')
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         return (

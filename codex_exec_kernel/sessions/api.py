@@ -67,6 +67,7 @@ class SessionManager:
         size: tuple[int, int] = (24, 80),
         arg0: str | None = None,
         base_env: Mapping[str, str] | None = None,
+        display: str | None = None,
     ) -> SessionInfo:
         """Start ``argv`` as a background session; returns once the child runs.
 
@@ -76,6 +77,7 @@ class SessionManager:
         meta = create_session(
             self.store, self.config, argv, session_id=session_id, cwd=cwd, env=env,
             env_policy=env_policy, tty=tty, size=size, arg0=arg0, base_env=base_env,
+            display=display,
         )  # fmt: skip
         return self.store.get(meta.id)
 

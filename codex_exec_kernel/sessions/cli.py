@@ -157,7 +157,7 @@ def format_table(infos: Sequence[SessionInfo]) -> str:
         rows.append((
             str(info.index), m.id, str(m.pid or "-"), info.status, exit_text,
             human_size(info.output_bytes), when_text(m.created_at),
-            one_line(command_text(m.argv)),
+            one_line(command_text(m.argv, m.display)),
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]

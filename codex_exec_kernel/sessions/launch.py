@@ -58,6 +58,7 @@ def create_session(
     size: tuple[int, int] = (24, 80),
     arg0: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    display: str | None = None,
 ) -> SessionMeta:
     """Create and start a session; returns its meta once the child runs.
 
@@ -75,14 +76,14 @@ def create_session(
     try:
         store.write_meta(
             SessionMeta(id=sid, argv=list(argv), cwd=cwd, tty=tty, created_at=created_at,
-                        size=size)
+                        size=size, display=display)
         )  # fmt: skip
         spec = LaunchSpec(
             session_id=sid, home=store.home, argv=list(argv), cwd=cwd,
             env=child_environment(base, env, env_policy, tty), tty=tty, size=size,
             created_at=created_at, arg0=arg0, attach_tail_bytes=config.attach_tail_bytes,
             exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
-            kill_grace=config.delete_grace,
+            kill_grace=config.delete_grace, display=display,
         )  # fmt: skip
         answer = _start_supervisor(spec, config.start_timeout)
     except BaseException:

@@ -139,6 +139,7 @@ class SessionMeta:
     signal: str | None = None
     status: str = "running"
     size: tuple[int, int] = (24, 80)
+    display: str | None = None  # the command as the user typed it (argv has the details)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +148,7 @@ class SessionMeta:
             "startTicks": self.start_ticks, "createdAt": self.created_at,
             "endedAt": self.ended_at, "exitCode": self.exit_code, "signal": self.signal,
             "status": self.status, "size": {"rows": self.size[0], "cols": self.size[1]},
+            "display": self.display,
         }  # fmt: skip
 
     @classmethod
@@ -166,6 +168,7 @@ class SessionMeta:
             signal=obj.get("signal"),
             status=str(obj.get("status") or "running"),
             size=(int(size.get("rows", 24)), int(size.get("cols", 80))),
+            display=str(obj["display"]) if obj.get("display") is not None else None,
         )
 
 
