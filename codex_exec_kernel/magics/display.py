@@ -102,9 +102,11 @@ class TtyDisplay:
         self.tick()
 
     def _settle(self) -> None:
-        """Lines that left the screen go to the head or the bounded tail."""
-        for line in self.terminal.take_final():
-            shown = self.budget.add("pty", (line + "\n").encode())
+        """Lines that left the screen go to the head or the bounded tail (in one piece:
+        the budget cuts at line ends by itself)."""
+        lines = self.terminal.take_final()
+        if lines:
+            shown = self.budget.add("pty", ("\n".join(lines) + "\n").encode())
             if shown:
                 self.head.append(shown.decode("utf-8", "replace"))
 

@@ -28,10 +28,10 @@ from pyte import graphics
 #: long lines itself); programs still draw for the PTY's size (``%exec`` gives 120).
 RENDER_COLUMNS = 1024
 
-#: The first character that is not plain text, a tab, an SGR sequence or a CRLF.
-_NOT_PLAIN = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]|\r(?!\n|\Z)|(?<!\r)\n|\x1b(?!\[[0-9;]*m)"
-)
+#: Control characters other than tab, LF and CR (ESC among them: SGR is allowed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: A CR not followed by LF, or an LF without its CR (a final CR may await its LF).
+_LONE_CR_LF = re.compile(r"\r(?!\n|\Z)|(?<!\r)\n")
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
 _ANY_CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[@-_]")
 
@@ -107,6 +107,30 @@ def render_line(line: dict[int, pyte.screens.Char]) -> str:
     if current:
         out.append("\x1b[0m")
     return "".join(out)
+
+
+def _first_not_plain(text: str, start: int) -> int | None:
+    """Where ``text`` stops being plain lines (text, tabs, SGR, CRLF); None: it does not.
+
+    Written as a few C-speed scans rather than one regex with look-arounds, which
+    runs at a few MB/s.
+    """
+    limit, pos = len(text), start
+    while True:
+        match = _CONTROL.search(text, pos, limit)
+        if match is None:
+            break
+        sgr = _SGR.match(text, match.start()) if text[match.start()] == "\x1b" else None
+        if sgr is None:
+            limit = match.start()
+            break
+        pos = sgr.end()
+    crlf, lf, cr = (text.count(x, start, limit) for x in ("\r\n", "\n", "\r"))
+    ends_cr = limit == len(text) and text.endswith("\r")
+    if crlf == lf and (cr == crlf or (cr == crlf + 1 and ends_cr)):
+        return None if limit == len(text) else limit
+    lone = _LONE_CR_LF.search(text, start, limit)
+    return lone.start() if lone else (None if limit == len(text) else limit)
 
 
 def _as_drawn(line: str) -> str:
@@ -190,8 +214,8 @@ class TerminalText:
         A plain tail (the last screen-full and a plain partial line) is held back until
         more output or a look at the screen, so a flood never goes through pyte.
         """
-        bad = _NOT_PLAIN.search(text, known)
-        limit = bad.start() if bad else len(text)
+        bad = _first_not_plain(text, known)
+        limit = len(text) if bad is None else bad
         cut = text.rfind("\r\n", 0, limit) + 2  # end of the last plain line (1: none)
         for _ in range(self.rows - 1):  # the last screen-full stays on the screen
             if cut < 2:
