@@ -13,6 +13,7 @@ import { IDisposable } from '@lumino/disposable';
 
 import { ExecConnection, IWithBuffers, resolveBytes } from './connection';
 import { IReadResult, ProcessEvent } from './protocol';
+import { asTerminalOutput } from './shellstart';
 
 /** Where a stream's events go (the terminal widget). */
 export interface IStreamSink {
@@ -223,7 +224,7 @@ export class ProcessStream implements IDisposable {
       case 'output': {
         const seq = event.seq;
         const size = event.data.byteLength;
-        this._sink.write(event.data, () => this._consumed(seq, size));
+        this._sink.write(asTerminalOutput(event.stream, event.data), () => this._consumed(seq, size));
         break;
       }
       case 'exited':

@@ -7,6 +7,7 @@
  * keystrokes in per-frame batches, keeps the PTY size in step with the panel,
  * and comes back to the same process after a lost connection or a reload.
  */
+import { PageConfig } from '@jupyterlab/coreutils';
 import { UUID } from '@lumino/coreutils';
 import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -19,6 +20,7 @@ import { ExecConnection, UnsupportedKernelError } from './connection';
 import { CursorBlink } from './cursor';
 import { IKernelLease, KernelPool } from './kernels';
 import { IStartResult, RpcError, SignalName } from './protocol';
+import { launcherStartDir } from './shellstart';
 import { IStreamSink, ProcessStream } from './stream';
 import { terminalTheme } from './theme';
 
@@ -58,6 +60,8 @@ export interface IKernelTerminalOptions extends IKernelTerminalState {
    * reload uses) replays every retained event, which repaints the screen.
    */
   afterSeq?: number;
+  /** The launcher's directory (relative to the server's root) for the first shell. */
+  launcherCwd?: string;
 }
 
 const CLIENT_NAME = 'jupyterlab-kernel-terminal';
@@ -79,6 +83,7 @@ export class KernelTerminal extends Widget {
       sessionId: options.sessionId
     };
     this._afterSeq = options.afterSeq ?? 0;
+    this._launcherCwd = options.launcherCwd;
     this._settings = { ...options.settings };
     this._isLight = options.isLight;
 
@@ -317,13 +322,19 @@ export class KernelTerminal extends Widget {
     this._exitShown = false;
     this._canRestart = false;
     this._shell = shell;
-    await this._conn!.request<IStartResult>('process/start', {
-      processId,
-      argv: [shell, '-l'],
-      tty: true,
-      size: { rows: this._term.rows, cols: this._term.cols },
-      title: 'Kernel Terminal'
-    });
+    const start = (cwd?: string) =>
+      this._conn!.request<IStartResult>('process/start', {
+        processId,
+        argv: [shell, '-l'],
+        tty: true,
+        size: { rows: this._term.rows, cols: this._term.cols },
+        title: 'Kernel Terminal',
+        ...(cwd ? { cwd } : {})
+      });
+    const cwd = launcherStartDir(this._launcherCwd, PageConfig.getOption('serverRoot'), env.home);
+    this._launcherCwd = undefined; // a restarted shell starts where the kernel is
+    // A remote kernel (a gateway) may not have the server's directory: start anyway.
+    await start(cwd).catch(err => (cwd ? start() : Promise.reject(err)));
     this._setProcess(processId);
     this._lastSize = `${this._term.rows}x${this._term.cols}`;
     this._flushInput();
@@ -594,6 +605,7 @@ export class KernelTerminal extends Widget {
   private _state: IKernelTerminalState;
   private _stateChanged = new Signal<this, IKernelTerminalState>(this);
   private _afterSeq: number;
+  private _launcherCwd: string | undefined;
   private _settings: ITerminalSettings;
   private _isLight: boolean;
   private _body: HTMLDivElement;
