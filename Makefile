@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test lint bench chromium clean
+.PHONY: setup lab demo test lint bench chromium clean docs-images-exec
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: setup
 ## Quickstart 2: set up and run the whole test suite.
 test: setup chromium lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## README image of %exec --tty (needs PyPI); not run by `make test`.
+docs-images-exec: setup chromium
+	CODEX_EXEC_DOCS_IMAGES=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/browser/test_docs_images_exec.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_stdio.py

@@ -192,7 +192,7 @@ class SessionInfo:
             "id": m.id, "pid": m.pid, "argv": m.argv, "tty": m.tty, "status": self.status,
             "exitCode": m.exit_code, "signal": m.signal, "createdAt": m.created_at,
             "endedAt": m.ended_at, "outputBytes": self.output_bytes, "cwd": m.cwd,
-            "supervisorPid": m.supervisor_pid, "index": self.index,
+            "supervisorPid": m.supervisor_pid, "index": self.index, "display": m.display,
         }  # fmt: skip
 
 

@@ -91,6 +91,12 @@ def test_sessions_table_is_never_typeset(lab) -> None:
     assert out["typeset"] == 0
     assert "for i in $(seq 1 600); do :; done; sleep 30; echo $HOME" in out["text"]
     assert "ago)" in out["text"] and "/bin/bash -c" not in out["text"]
+    # the sidebar shows the command as typed too
+    lab.execute("codex-exec:show-processes", {"kernelId": nb["kernelId"]})
+    row = lab.page.locator(".jp-KernelProcesses-row[data-session-id='mathy']")
+    row.wait_for(timeout=20000)
+    assert row.inner_text().startswith(cmd) or cmd in row.inner_text()
+    assert "/bin/bash -c" not in row.inner_text()
     run_cell(lab, nb["id"], "%sessions --delete mathy")
 
 
