@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from jupyter_client import BlockingKernelClient, KernelManager
-from kernel_helpers import reply_to, start_kernel
+from jupyter_client import BlockingKernelClient
+from kernel_helpers import reply_to, running_kernel
 
 MAGICS = ("exec", "sessions", "attach", "logs", "terminal")
 
@@ -21,13 +21,8 @@ def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockingKernelClien
     tool.write_text("#!/bin/sh\necho probe\n")
     tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    km: KernelManager = start_kernel(env=env)
-    client = km.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    yield client
-    client.stop_channels()
-    km.shutdown_kernel(now=True)
+    with running_kernel(env=env) as client:
+        yield client
 
 
 def request(kc: BlockingKernelClient, msg_type: str, **content: Any) -> dict[str, Any]:

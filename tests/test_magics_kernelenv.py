@@ -23,8 +23,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client import BlockingKernelClient, KernelManager
-from kernel_helpers import RawComm
+from jupyter_client import KernelManager
+from kernel_helpers import RawComm, ready_client
 from nbclient import NotebookClient
 
 SERVER_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a server's PATH may be: no venv on it
@@ -93,13 +93,6 @@ def kernel_env(home: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
     env.update(PATH=SERVER_PATH, HOME=home, SHELL="/bin/bash")
     return env
-
-
-def ready_client(km: KernelManager) -> BlockingKernelClient:
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=120)
-    return kc
 
 
 def run_cells(*sources: str, home: str, cwd: str | None = None) -> nbformat.NotebookNode:

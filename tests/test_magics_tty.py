@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from jupyter_client import BlockingKernelClient, KernelManager
-from kernel_helpers import start_kernel
+from jupyter_client import BlockingKernelClient
+from kernel_helpers import running_kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRESS = f"{sys.executable} {os.path.join(HERE, 'progress_bar.py')}"
@@ -20,13 +20,8 @@ CURSOR_OR_ERASE = re.compile(r"\r|\x1b\[[0-9;?]*[A-HJKSTfhlnsu]")
 
 @pytest.fixture(scope="module")
 def kc() -> Iterator[BlockingKernelClient]:
-    km: KernelManager = start_kernel()
-    client = km.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    yield client
-    client.stop_channels()
-    km.shutdown_kernel(now=True)
+    with running_kernel() as client:
+        yield client
 
 
 def run(kc: BlockingKernelClient, code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

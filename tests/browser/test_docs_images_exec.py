@@ -13,10 +13,10 @@ import pytest
 from conftest import IMG_DIR, new_notebook
 from test_exec_native import last_output, run_cell
 
+WANTED = bool(os.environ.get("CODEX_EXEC_DOCS_IMAGES"))
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.environ.get("CODEX_EXEC_DOCS_IMAGES"),
-                       reason="makes a README image: make docs-images-exec"),  # fmt: skip
+    pytest.mark.skipif(not WANTED, reason="makes a README image: make docs-images-exec"),
 ]
 
 
