@@ -140,15 +140,10 @@ class ExecMagics(Magics):
         return input(prompt)
 
     def _parse(self, line: str) -> tuple[Any, str] | None:
-        try:
-            args, command = parse(line)
-        except UsageError as exc:
-            text = str(exc).strip()
-            if not text:  # --help: argparse has printed it
-                return None
-            raise ExecFailed(text) from None
-        except ValueError as exc:  # unbalanced quotes in the options
-            raise ExecFailed(f"%exec: {exc}") from None
+        parsed = parse(line)
+        if parsed is None:  # --help printed
+            return None
+        args, command = parsed
         if args.tty is None:
             args.tty = self.tty
         return args, command

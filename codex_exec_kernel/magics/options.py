@@ -12,6 +12,8 @@ import io
 import shlex
 from typing import Any
 
+from .result import ExecFailed
+
 
 class UsageError(Exception):
     """Bad options: the message and usage (empty after ``--help`` printed the help)."""
@@ -30,8 +32,6 @@ class MagicParser(argparse.ArgumentParser):
 
 def parse_magic_args(parser: argparse.ArgumentParser, tokens: list[str]) -> Any:
     """Parsed options; None after ``--help``; a usage error fails the cell (ExecFailed)."""
-    from .result import ExecFailed
-
     try:
         return parser.parse_args(tokens)
     except UsageError as exc:
@@ -135,13 +135,20 @@ def split_line(line: str) -> tuple[list[str], str]:
         expect_value = name in VALUE_OPTIONS and "=" not in token
 
 
-def parse(line: str) -> tuple[argparse.Namespace, str]:
-    tokens, command = split_line(line)
-    args = PARSER.parse_args(tokens)
+def parse(line: str) -> tuple[argparse.Namespace, str] | None:
+    """Options and command of a ``%exec`` line; None after ``--help``; a usage error
+    raises ExecFailed (the cell fails)."""
+    try:
+        tokens, command = split_line(line)
+    except ValueError as exc:  # unbalanced quotes in the options
+        raise ExecFailed(f"%exec: {exc}") from None
+    args = parse_magic_args(PARSER, tokens)
+    if args is None:
+        return None
     env = {}
     for item in args.env:
         if "=" not in item or item.startswith("="):
-            raise UsageError(f"%exec: --env takes K=V, got {item!r}")
+            raise ExecFailed(f"%exec: --env takes K=V, got {item!r}")
         key, value = item.split("=", 1)
         env[key] = value
     args.env = env
