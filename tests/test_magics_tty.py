@@ -21,6 +21,8 @@ CURSOR_OR_ERASE = re.compile(r"\r|\x1b\[[0-9;?]*[A-HJKSTfhlnsu]")
 @pytest.fixture(scope="module")
 def kc() -> Iterator[BlockingKernelClient]:
     with running_kernel() as client:
+        # these requests name no cell (as from a console): render anyway
+        client.execute_interactive("%config ExecMagics.tty_render = 'always'", timeout=60)
         yield client
 
 
@@ -120,3 +122,29 @@ def test_a_tty_flood_keeps_head_and_tail_lines(kc) -> None:
     numbers = [int(x) for x in lines if x.isdigit()]
     assert len(numbers) == len(lines) - 1  # whole lines only
     assert 15_000 < len(final.encode()) < 20_000 + 4096 + 500
+
+
+def outputs_of(kc: BlockingKernelClient, code: str, metadata: dict) -> list[str]:
+    msg = kc.session.msg("execute_request", {"code": code, "silent": False,
+                                              "store_history": False, "allow_stdin": False,
+                                              "stop_on_error": True}, metadata=metadata)
+    kc.shell_channel.send(msg)
+    kinds = []
+    while True:
+        m = kc.get_iopub_msg(timeout=60)
+        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return kinds
+        kinds.append(m["msg_type"])
+
+
+def test_auto_renders_for_notebook_cells_and_passes_bytes_to_terminals(kc) -> None:
+    run(kc, "%config ExecMagics.tty_render = 'auto'")
+    try:
+        code = "%exec --tty printf 'a\\rb\\n'"
+        assert "display_data" in outputs_of(kc, code, {"cellId": "c1"})  # a notebook
+        console = outputs_of(kc, code, {})  # jupyter console: it renders the bytes itself
+        assert "stream" in console and "display_data" not in console
+    finally:
+        run(kc, "%config ExecMagics.tty_render = 'always'")

@@ -7,7 +7,7 @@ import pwd
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Enum, Float, Int
 
 from ..protocol import SpawnSpec
 from ..service import ExecService
@@ -46,6 +46,16 @@ class ExecMagics(Magics):
         help="Run commands in a PTY by default (as IPython's ! does); --tty/--no-tty "
         "override it per command. Off by default: pipes keep stderr apart and never wait "
         "on a terminal prompt (see %exec --help).",
+    )
+    tty_render = Enum(
+        ["auto", "always", "never"],
+        "auto",
+        config=True,
+        help="Render --tty output like a terminal in one display updated in place. 'auto': "
+        "when the request comes from a notebook cell (its metadata names a cellId, as "
+        "JupyterLab and Notebook send); a terminal frontend (jupyter console), which "
+        "ignores display updates, gets the raw bytes and renders them itself. 'always' "
+        "suits nbclient/papermill runs.",
     )
     tty_refresh = Float(
         0.1,
@@ -98,7 +108,7 @@ class ExecMagics(Magics):
     def _run(self, argv: list[str], args: Any, command: str) -> ExecResult | None:
         proc = self._start(argv, args, title=command)
         display: Display | TtyDisplay
-        if args.tty:
+        if args.tty and self._render_tty():
             display = TtyDisplay(self.max_output_bytes, _terminal_size()[0],
                                  self.tty_refresh, quiet=args.quiet)  # fmt: skip
         else:
@@ -134,6 +144,13 @@ class ExecMagics(Magics):
             how = f" ({outcome.signal})" if outcome.signal else ""
             raise ExecFailed(f"exit status {outcome.exit_code}{how}: {command}", result)
         return None
+
+    def _render_tty(self) -> bool:
+        if self.tty_render != "auto":
+            return self.tty_render == "always"
+        kernel = getattr(self.shell, "kernel", None)
+        parent = kernel.get_parent("shell") if kernel is not None else None
+        return bool((parent or {}).get("metadata", {}).get("cellId"))
 
     def _input(self, prompt: str) -> str:
         # The kernel's input() becomes an input_request on the stdin channel.

@@ -52,8 +52,9 @@ pipes or a terminal:
   Without --tty the command gets pipes: stdout and stderr stay apart (stderr shows
   red, --capture returns both), it never waits on a terminal prompt (a password, a
   pager), and output streams at full speed. IPython's `!` uses a PTY; here --tty
-  does, and the cell renders it like a terminal (progress bars update in place; the
-  notebook keeps the final text with colours). Make it the default with
+  does, and a notebook cell renders it like a terminal (progress bars update in
+  place; the notebook keeps the final text with colours; c.ExecMagics.tty_render).
+  Make it the default with
   c.ExecMagics.tty = True (then --no-tty asks for pipes).
 
 completion: Tab completes command names from PATH for the first word, then paths.
