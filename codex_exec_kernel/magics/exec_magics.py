@@ -108,7 +108,9 @@ class ExecMagics(Magics):
     def _run(self, argv: list[str], args: Any, command: str) -> ExecResult | None:
         proc = self._start(argv, args, title=command)
         display: Display | TtyDisplay
-        if args.tty and self._render_tty():
+        # --input reads the user's lines on this thread while another shows output:
+        # only streams can be written from there, so an interactive PTY stays raw.
+        if args.tty and not args.input and self._render_tty():
             display = TtyDisplay(self.max_output_bytes, _terminal_size()[0],
                                  self.tty_refresh, quiet=args.quiet)  # fmt: skip
         else:
