@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test lint bench chromium clean docs-images-exec
+.PHONY: setup lab demo test test-ts lint bench docs-images docs-images-exec chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,9 +37,14 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check codex_exec_kernel tests benchmarks examples
+	$(BIN)/mypy
+
+## The panel's unit tests (node's test runner over the compiled TypeScript).
+test-ts: setup
+	cd labextension && ../$(BIN)/jlpm install >/dev/null && ../$(BIN)/jlpm test
 
 ## Quickstart 2: set up and run the whole test suite.
-test: setup chromium lint
+test: setup chromium lint test-ts
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## README image of %exec --tty (needs PyPI); not run by `make test`.
@@ -47,8 +52,22 @@ docs-images-exec: setup chromium
 	CODEX_EXEC_DOCS_IMAGES=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 	  tests/browser/test_docs_images_exec.py
 
-bench: setup
+## The README's figures: the ratio benchmarks and the browser's, into benchmarks/results/.
+## (`make test` runs the browser measurements too but keeps their JSON in build/.)
+bench: setup chromium
 	$(BIN)/python benchmarks/bench_stdio.py
+	$(BIN)/python benchmarks/bench_kernel.py
+	$(BIN)/python benchmarks/bench_magics.py
+	$(BIN)/python benchmarks/bench_connect.py
+	CODEX_EXEC_RESULTS_DIR=$(CURDIR)/benchmarks/results $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/browser/test_terminal.py \
+	  -k "keystroke_latency or gigabyte_flood"
+
+## The README's and docs' screenshots, into docs/img/ (tests write them to build/).
+docs-images: setup chromium
+	CODEX_EXEC_DOCS_IMG_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider -m "browser and not slow" tests/browser \
+	  -k "not gigabyte_flood and not keystroke_latency"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from typing import Protocol
 
-from .spawn import SpawnedChild, decode_wait_status, group_alive, set_winsize, signal_group
+from .pgroup import TERMINATE_SIGNALS, group_alive, signal_group
+from .spawn import SpawnedChild, decode_wait_status, set_winsize
 
 READ_SIZE = 256 * 1024
 
@@ -64,6 +65,11 @@ class ProcessBackend(ABC):
     @abstractmethod
     def stdin_open(self) -> bool: ...
 
+    @property
+    def queued_input_bytes(self) -> int:
+        """Input accepted but not yet taken by the child (bounded by the table)."""
+        return 0
+
     @abstractmethod
     def resize(self, rows: int, cols: int) -> None: ...
 
@@ -74,6 +80,10 @@ class ProcessBackend(ABC):
     @abstractmethod
     def terminate(self, grace: float) -> bool:
         """Ask it to end, forcibly after ``grace`` seconds. True when it was running."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """End it now, without grace: the table's owner is going away."""
 
     @abstractmethod
     def close(self) -> None:
@@ -97,6 +107,7 @@ class LocalBackend(ProcessBackend):
         self._poll_handle: asyncio.TimerHandle | None = None
         self._kill_handle: asyncio.TimerHandle | None = None
         self._pending: deque[bytes] = deque()  # input not yet taken by the child
+        self._pending_bytes = 0
         self._writing = False
         self._stdin_open = tty or child.stdin_fd is not None
         self._eof_after_pending = False
@@ -198,8 +209,13 @@ class LocalBackend(ProcessBackend):
             return False
         if data:
             self._pending.append(data)
+            self._pending_bytes += len(data)
             self._flush_input()
         return True
+
+    @property
+    def queued_input_bytes(self) -> int:
+        return self._pending_bytes
 
     def close_stdin(self) -> bool:
         if not self.stdin_open or self._eof_after_pending:
@@ -208,6 +224,7 @@ class LocalBackend(ProcessBackend):
             # The terminal's EOF character (VEOF, normally ^D), as a user would type it.
             eof = termios_veof(self.child.pty_fd)
             self._pending.append(eof)
+            self._pending_bytes += len(eof)
             self._flush_input()
             return True
         self._eof_after_pending = True
@@ -225,9 +242,11 @@ class LocalBackend(ProcessBackend):
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.EIO, errno.EBADF):
                     self._pending.clear()
+                    self._pending_bytes = 0
                     self._close_input()
                     return
                 raise
+            self._pending_bytes -= n
             if n < len(data):
                 self._pending[0] = data[n:]
             else:
@@ -265,9 +284,8 @@ class LocalBackend(ProcessBackend):
 
     def terminate(self, grace: float) -> bool:
         running = not self._exited
-        signal_group(self.pid, signal.SIGHUP)
-        signal_group(self.pid, signal.SIGTERM)
-        signal_group(self.pid, signal.SIGCONT)  # a stopped group cannot act on SIGTERM
+        for signum in TERMINATE_SIGNALS:
+            signal_group(self.pid, signum)
         if self._kill_handle is None:
             self._kill_handle = self.loop.call_later(grace, self._kill_if_left)
         return running
@@ -277,14 +295,18 @@ class LocalBackend(ProcessBackend):
         if group_alive(self.pid):
             signal_group(self.pid, signal.SIGKILL)
 
+    def kill(self) -> None:
+        signal_group(self.pid, signal.SIGKILL)
+
     def close(self) -> None:
         for fd in list(self._readers):
             self.loop.remove_reader(fd)
             if fd != self.child.pty_fd:
                 os.close(fd)
         self._readers.clear()
-        if self._writing and self._input_fd() is not None:
-            self.loop.remove_writer(self._input_fd())
+        input_fd = self._input_fd()
+        if self._writing and input_fd is not None:
+            self.loop.remove_writer(input_fd)
         if self._pidfd is not None:
             self.loop.remove_reader(self._pidfd)
             os.close(self._pidfd)

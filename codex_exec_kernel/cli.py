@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._version import __version__
+from .connect_cli import add_connect_parser
 from .install import add_install_arguments, run_install
 from .sessions.cli import add_session_parser
 
@@ -13,6 +15,9 @@ codex-exec: a real shell wherever your Jupyter kernel runs.
 
   serve     run the process-table server over stdio (JSON-RPC, one message a line;
             see docs/protocol.md). Every process it starts ends when it ends.
+  connect   the same protocol on stdio, relayed to the process table of a kernel
+            that runs elsewhere: --existing CONNECTION_FILE, or --url of a Jupyter
+            server / JupyterHub / Kernel Gateway (see `codex-exec connect --help`).
   install   install the Jupyter kernel "codex-exec" (an IPython kernel with a
             process table, %exec magics and the Kernel Terminal's comm).
   session   background sessions that outlive the kernel: create, list, attach,
@@ -26,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
         "serve",
@@ -34,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stdin/stdout. Bytes fields are base64. EOF on stdin ends every process it started. "
         "Settings: --ProcessTable.<trait>=VALUE (see --help-all of the server).",
     )
+    add_connect_parser(sub)
     install = sub.add_parser(
         "install",
         help="install the codex-exec kernelspec",
@@ -53,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from .transports.stdio import main as serve_main
 
         return serve_main(rest)
+    if args.command == "connect":
+        from .transports.relay import main as connect_main
+
+        return connect_main(args, rest)
     if args.command == "install":
         return run_install(args)
     if args.command == "session":

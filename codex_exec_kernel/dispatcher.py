@@ -19,22 +19,23 @@ import pwd
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ._version import __version__
 from .process import Event, ManagedProcess
 from .protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    LIMIT_REACHED,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     PROTOCOL_VERSION,
     AckParams,
+    Buffers,
     InitializeParams,
     Message,
+    NoParams,
     ProcessRef,
     ProtocolError,
     ReadParams,
@@ -46,15 +47,15 @@ from .protocol import (
     WriteParams,
     encode_bytes,
     error_response,
-    invalid_params,
     notification,
+    output_notification,
     response,
 )
+from .spawn import SpawnError
 from .table import ProcessTable
 
 log = logging.getLogger("codex_exec_kernel")
 
-Buffers = Sequence[bytes | memoryview]
 
 
 class Connection(Protocol):
@@ -75,7 +76,8 @@ class Reply:
     after: Callable[[], None] | None = None
 
 
-Handler = Callable[["ConnectionState", Any, Buffers], Any]
+P = TypeVar("P")
+P_co = TypeVar("P_co", covariant=True)
 
 
 class ConnectionState:
@@ -92,6 +94,11 @@ class ConnectionState:
         self.flow_control = False
         self.closed = False
         self._congested = False
+        #: Requests whose handler is still running (awaiting); the stdio transport stops
+        #: reading requests past ``StdioServer.max_requests_in_flight``.
+        self.in_flight = 0
+        #: Called when one of those finishes (the transport may read again).
+        self.on_request_done: Callable[[], None] | None = None
 
     # -- Subscriber protocol (see process.Subscriber)
     @property
@@ -112,13 +119,8 @@ class ConnectionState:
             return
         if event.kind == "output":
             buffers: list[bytes] | None = [] if self.binary else None
-            params = {
-                "processId": process_id,
-                "seq": event.seq,
-                "stream": event.stream,
-                "chunk": encode_bytes(event.data, buffers),
-            }
-            self.send(notification("process/output", params), buffers or [])
+            chunk = encode_bytes(event.data, buffers)
+            self.send(output_notification(process_id, event.seq, event.stream, chunk), buffers)
         elif event.kind == "exited":
             params = {
                 "processId": process_id,
@@ -133,6 +135,7 @@ class ConnectionState:
             )
 
     def send(self, message: dict[str, Any], buffers: list[bytes] | None = None) -> None:
+        self.table.owner.check()
         if self.closed:
             return
         try:
@@ -144,6 +147,20 @@ class ConnectionState:
         return id(self)
 
 
+class ParamsType(Protocol[P_co]):
+    """A params dataclass: ``parse`` validates a message's params (``-32602``)."""
+
+    def parse(self, params: Any, buffers: Buffers = ()) -> P_co: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """A method: how its params decode, and the handler that takes them decoded."""
+
+    params: ParamsType[Any]
+    handler: Callable[[ConnectionState, Any], Any]
+
+
 class Dispatcher:
     """Routes protocol messages to the process table (and registered extensions)."""
 
@@ -152,52 +169,61 @@ class Dispatcher:
         self.server_name = server_name
         self.session_id = uuid.uuid4().hex
         self.connections: set[ConnectionState] = set()
-        self.handlers: dict[str, Handler] = {
-            "process/start": self._start,
-            "process/read": self._read,
-            "process/write": self._write,
-            "process/closeStdin": self._close_stdin,
-            "process/resize": self._resize,
-            "process/signal": self._signal,
-            "process/terminate": self._terminate,
-            "process/list": self._list,
-            "process/subscribe": self._subscribe,
-            "process/unsubscribe": self._unsubscribe,
-            "process/ack": self._ack,
-        }
+        self.routes: dict[str, Route] = {}
+        self.register("process/start", StartParams, self._start)
+        self.register("process/read", ReadParams, self._read)
+        self.register("process/write", WriteParams, self._write)
+        self.register("process/closeStdin", ProcessRef, self._close_stdin)
+        self.register("process/resize", ResizeParams, self._resize)
+        self.register("process/signal", SignalParams, self._signal)
+        self.register("process/terminate", TerminateParams, self._terminate)
+        self.register("process/list", NoParams, self._list)
+        self.register("process/subscribe", SubscribeParams, self._subscribe)
+        self.register("process/unsubscribe", ProcessRef, self._unsubscribe)
+        self.register("process/ack", AckParams, self._ack)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def register(self, method: str, handler: Handler) -> None:
+    def register(
+        self, method: str, params: ParamsType[P], handler: Callable[[ConnectionState, P], Any]
+    ) -> None:
         """Add a method (e.g. ``session/*``). Gated by the handshake like ``process/*``.
 
-        The handler returns the result, or a :class:`Reply` (with buffers), or an
-        awaitable of either."""
-        self.handlers[method] = handler
+        The router decodes the params with ``params.parse`` before the handler runs, so
+        a handler sees only valid, typed params. It returns the result, or a
+        :class:`Reply` (with buffers), or an awaitable of either."""
+        self.routes[method] = Route(params, handler)
 
     # ------------------------------------------------------------------ connections
     def connect(self, conn: Connection) -> ConnectionState:
+        self.table.owner.check()
         state = ConnectionState(self, conn)
         self.connections.add(state)
         return state
 
     def disconnect(self, state: ConnectionState) -> None:
         """The connection is gone: unsubscribe it everywhere; its processes go on."""
+        self.table.owner.check()
         state.closed = True
         self.connections.discard(state)
         self.table.drop_subscriber(state)
 
     # ------------------------------------------------------------------ entry points
-    def handle_text(self, state: ConnectionState, text: str | bytes) -> None:
+    def handle_text(self, state: ConnectionState, text: str | bytes | bytearray) -> None:
         """A line of JSON from a text transport."""
         try:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             state.send(error_response(None, ProtocolError(PARSE_ERROR, f"not JSON: {exc}")))
             return
+        except RecursionError:
+            err = ProtocolError(PARSE_ERROR, "not JSON this server accepts: nested too deeply")
+            state.send(error_response(None, err))
+            return
         self.handle(state, obj, ())
 
     def handle(self, state: ConnectionState, obj: Any, buffers: Buffers) -> None:
-        """One parsed message. Must run on the table's loop."""
+        """One parsed message. Must run on the table's loop (checked in test runs)."""
+        self.table.owner.check()
         try:
             msg = Message.parse(obj)
         except ProtocolError as err:
@@ -210,29 +236,28 @@ class Dispatcher:
             return  # a response from the client: we never send requests, nothing to match
         try:
             outcome = self._route(state, msg, buffers)
-        except ProtocolError as err:
-            self._answer_error(state, msg, err)
-            return
         except Exception as exc:
-            log.exception("codex-exec: %s failed", msg.method)
-            self._answer_error(state, msg, ProtocolError(INTERNAL_ERROR, f"internal error: {exc}"))
+            self._answer_error(state, msg, exc)
             return
         if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
             task = asyncio.ensure_future(self._finish(state, msg, outcome), loop=self.table.loop)
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            state.in_flight += 1
+            task.add_done_callback(lambda t: self._finished(state, t))
         else:
             self._answer(state, msg, outcome)
+
+    def _finished(self, state: ConnectionState, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        state.in_flight -= 1
+        if state.on_request_done is not None and not state.closed:
+            state.on_request_done()
 
     async def _finish(self, state: ConnectionState, msg: Message, outcome: Awaitable[Any]) -> None:
         try:
             result = await outcome
-        except ProtocolError as err:
-            self._answer_error(state, msg, err)
-            return
         except Exception as exc:
-            log.exception("codex-exec: %s failed", msg.method)
-            self._answer_error(state, msg, ProtocolError(INTERNAL_ERROR, f"internal error: {exc}"))
+            self._answer_error(state, msg, exc)
             return
         self._answer(state, msg, result)
 
@@ -243,7 +268,8 @@ class Dispatcher:
         if reply.after is not None:
             reply.after()
 
-    def _answer_error(self, state: ConnectionState, msg: Message, err: ProtocolError) -> None:
+    def _answer_error(self, state: ConnectionState, msg: Message, exc: Exception) -> None:
+        err = protocol_error_of(exc, msg.method)
         if msg.is_request:
             state.send(error_response(msg.id, err))
         else:
@@ -253,14 +279,14 @@ class Dispatcher:
         method = msg.method
         assert method is not None
         if method == "initialize":
-            return self._initialize(state, msg.params)
+            return self._initialize(state, InitializeParams.parse(msg.params))
         if method == "initialized":
             if not state.initialize_done:
                 raise ProtocolError(INVALID_REQUEST, "initialized before initialize")
             state.initialized = True
             return {}
-        handler = self.handlers.get(method)
-        if handler is None:
+        route = self.routes.get(method)
+        if route is None:
             raise ProtocolError(METHOD_NOT_FOUND, f"unknown method {method!r}")
         if not state.initialize_done:
             raise ProtocolError(
@@ -271,48 +297,44 @@ class Dispatcher:
                 INVALID_REQUEST,
                 f"{method} before the handshake finished: send the initialized notification",
             )
-        return handler(state, msg.params, buffers)
+        return route.handler(state, route.params.parse(msg.params, buffers))
 
     # ------------------------------------------------------------------ handshake
-    def _initialize(self, state: ConnectionState, params: Any) -> dict[str, Any]:
-        parsed = InitializeParams.parse(params)
+    def _initialize(self, state: ConnectionState, params: InitializeParams) -> dict[str, Any]:
         if state.initialize_done:
             raise ProtocolError(INVALID_REQUEST, "initialize was already called")
         state.initialize_done = True
-        state.client_name = parsed.client_name
-        state.flow_control = parsed.flow_control
+        state.client_name = params.client_name
+        state.flow_control = params.flow_control
         return {
             "protocolVersion": PROTOCOL_VERSION,
             "sessionId": self.session_id,
             "server": {"name": self.server_name, "version": __version__},
-            "environment": server_environment(self.table.default_cwd),
+            "environment": server_environment(self.table.child_cwd()),
         }
 
     # ------------------------------------------------------------------ process methods
-    def _start(self, state: ConnectionState, params: Any, buffers: Buffers) -> Reply:
-        parsed = StartParams.parse(params)
-        proc = self.table.start(parsed.spec, parsed.process_id, parsed.title)
+    # Each is a one-liner over ManagedProcess/ProcessTable: the rules live there.
+    def _start(self, state: ConnectionState, params: StartParams) -> dict[str, Any]:
+        proc = self.table.start(params.spec, params.process_id, params.title)
         proc.subscribe(state, 0)
-        return Reply({"processId": proc.process_id, "pid": proc.backend.pid})
+        return {"processId": proc.process_id, "pid": proc.pid}
 
-    async def _read(self, state: ConnectionState, params: Any, buffers: Buffers) -> Reply:
-        parsed = ReadParams.parse(params)
-        proc = self.table.require(parsed.process_id)
-        deadline = self.table.loop.time() + parsed.wait_ms / 1000
-        while True:
-            result = proc.read(parsed.after_seq, parsed.max_bytes)
-            ready = (
-                result["chunks"]
-                or proc.closed
-                or (proc.exited and proc.has_event_after(parsed.after_seq))
-            )
-            remaining = deadline - self.table.loop.time()
-            if ready or remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(proc.wait_event(), remaining)
-            except asyncio.TimeoutError:
-                pass
+    def _read(self, state: ConnectionState, params: ReadParams) -> Reply | Awaitable[Reply]:
+        proc = self.table.require(params.process_id)
+        if params.wait_ms == 0 or proc.readable(params.after_seq):
+            # Answered in this loop turn: no task, and the transport sees the answer's
+            # size before it reads the next request.
+            return self._read_reply(state, proc.read(params.after_seq, params.max_bytes))
+        return self._read_waiting(state, proc, params)
+
+    async def _read_waiting(
+        self, state: ConnectionState, proc: ManagedProcess, params: ReadParams
+    ) -> Reply:
+        result = await proc.read_wait(params.after_seq, params.max_bytes, params.wait_ms / 1000)
+        return self._read_reply(state, result)
+
+    def _read_reply(self, state: ConnectionState, result: dict[str, Any]) -> Reply:
         out: list[bytes] | None = [] if state.binary else None
         result["chunks"] = [
             {"seq": e.seq, "stream": e.stream, "chunk": encode_bytes(e.data, out)}
@@ -320,78 +342,66 @@ class Dispatcher:
         ]
         return Reply(result, out)
 
-    def _write(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = WriteParams.parse(params, buffers)
-        if len(parsed.chunk) > self.table.max_write_bytes:
-            raise ProtocolError(
-                LIMIT_REACHED,
-                f"write of {len(parsed.chunk)} bytes exceeds the limit "
-                f"of {self.table.max_write_bytes}",
-            )
-        proc = self.table.get(parsed.process_id)
+    def _write(self, state: ConnectionState, params: WriteParams) -> dict[str, Any]:
+        self.table.check_write_size(len(params.chunk))
+        proc = self.table.get(params.process_id)
         if proc is None:
             return {"status": "unknownProcess"}
-        if parsed.write_id is not None and not proc.remember_write(parsed.write_id):
-            return {"status": "accepted"}
-        proc.note_input()
-        ok = proc.backend.write(parsed.chunk)
-        return {"status": "accepted" if ok else "stdinClosed"}
+        return {"status": proc.write(params.chunk, params.write_id)}
 
-    def _close_stdin(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = ProcessRef.parse(params)
-        proc = self.table.get(parsed.process_id)
-        if proc is None:
-            return {"status": "unknownProcess"}
-        return {"status": "accepted" if proc.backend.close_stdin() else "stdinClosed"}
+    def _close_stdin(self, state: ConnectionState, params: ProcessRef) -> dict[str, Any]:
+        proc = self.table.get(params.process_id)
+        return {"status": proc.close_stdin() if proc is not None else "unknownProcess"}
 
-    def _resize(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = ResizeParams.parse(params)
-        proc = self.table.require(parsed.process_id)
-        if not proc.info.tty:
-            raise invalid_params(f"process {parsed.process_id!r} has no terminal to resize")
-        if not proc.closed:
-            proc.backend.resize(parsed.rows, parsed.cols)
+    def _resize(self, state: ConnectionState, params: ResizeParams) -> dict[str, Any]:
+        self.table.require(params.process_id).resize(params.rows, params.cols)
         return {}
 
-    def _signal(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = SignalParams.parse(params)
-        proc = self.table.get(parsed.process_id)
-        if proc is not None and not proc.closed:
-            proc.backend.signal(parsed.signum)
+    def _signal(self, state: ConnectionState, params: SignalParams) -> dict[str, Any]:
+        proc = self.table.get(params.process_id)
+        if proc is not None:
+            proc.send_signal(params.signum)
         return {}
 
-    def _terminate(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = TerminateParams.parse(params)
-        proc = self.table.get(parsed.process_id)
-        if proc is None or proc.closed:
-            return {"running": False}
-        running = proc.backend.terminate(parsed.grace_ms / 1000)
-        return {"running": running and not proc.exited}
+    def _terminate(self, state: ConnectionState, params: TerminateParams) -> dict[str, Any]:
+        proc = self.table.get(params.process_id)
+        running = proc is not None and proc.terminate(params.grace_ms / 1000)
+        return {"running": running}
 
-    def _list(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
+    def _list(self, state: ConnectionState, params: NoParams) -> dict[str, Any]:
         return {"processes": self.table.list()}
 
-    def _subscribe(self, state: ConnectionState, params: Any, buffers: Buffers) -> Reply:
-        parsed = SubscribeParams.parse(params)
-        proc = self.table.require(parsed.process_id)
+    def _subscribe(self, state: ConnectionState, params: SubscribeParams) -> Reply:
+        proc = self.table.require(params.process_id)
         # Reply first, then replay: a client learns nextSeq before the replayed events,
         # and nothing can slip in between since both happen in this one loop callback.
         return Reply(
-            {"nextSeq": proc.next_seq}, after=lambda: proc.subscribe(state, parsed.after_seq)
+            {"nextSeq": proc.next_seq}, after=lambda: proc.subscribe(state, params.after_seq)
         )
 
-    def _unsubscribe(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = ProcessRef.parse(params)
-        proc = self.table.require(parsed.process_id)
-        proc.unsubscribe(state)
+    def _unsubscribe(self, state: ConnectionState, params: ProcessRef) -> dict[str, Any]:
+        self.table.require(params.process_id).unsubscribe(state)
         return {}
 
-    def _ack(self, state: ConnectionState, params: Any, buffers: Buffers) -> dict[str, Any]:
-        parsed = AckParams.parse(params)
-        proc: ManagedProcess | None = self.table.get(parsed.process_id)
+    def _ack(self, state: ConnectionState, params: AckParams) -> dict[str, Any]:
+        proc = self.table.get(params.process_id)
         if proc is not None:
-            proc.ack(state, parsed.seq)
+            proc.ack(state, params.seq)
         return {}
+
+
+def protocol_error_of(exc: BaseException, method: str | None = None) -> ProtocolError:
+    """The one mapping of exceptions to protocol errors.
+
+    A ``ProtocolError`` is answered as it is; a child that could not start
+    (:class:`SpawnError`, the OS layer's error) is ``-32603`` with its reason; anything
+    else is a bug of ours, logged with its traceback and answered ``-32603``."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, SpawnError):
+        return ProtocolError(INTERNAL_ERROR, exc.message)
+    log.error("codex-exec: %s failed", method, exc_info=exc)
+    return ProtocolError(INTERNAL_ERROR, f"internal error: {exc}")
 
 
 def server_environment(cwd: str | None = None) -> dict[str, Any]:

@@ -7,9 +7,11 @@ process table, the session supervisor and the tests all share.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
 
-from .protocol import EnvPolicy
+from .protocol import EnvPolicy, SpawnSpec
 
 CORE_VARS = (
     "PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME",
@@ -18,14 +20,18 @@ CORE_VARS = (
 DEFAULT_EXCLUDES = ("*KEY*", "*SECRET*", "*TOKEN*")
 
 
-def _matches(name: str, globs: Iterable[str]) -> bool:
-    """Case-insensitive ``*``/``?`` glob match (``[`` is literal, as in the reference)."""
-    upper = name.upper()
-    for glob in globs:
-        pattern = glob.upper().replace("[", "[[]")
-        if fnmatch.fnmatchcase(upper, pattern):
-            return True
-    return False
+def matcher(globs: Iterable[str]) -> Callable[[str], bool]:
+    """One compiled test for a list of case-insensitive ``*``/``?`` globs (``[`` is
+    literal, as in the reference). Compiled once per request: matching each variable
+    against each glob with ``fnmatch`` thrashed its pattern cache and held the loop
+    for a minute with 40,000 globs (the count is capped too: ``max_env_globs``)."""
+    # fnmatch.translate makes each glob a regex without catastrophic backtracking.
+    # One regex per glob: a single alternation of hundreds compiles in quadratic time.
+    patterns = [re.compile(fnmatch.translate(g.upper().replace("[", "[[]"))) for g in globs]
+    return lambda name: any(p.match(name.upper()) for p in patterns)
+
+
+_default_excluded = matcher(DEFAULT_EXCLUDES)
 
 
 def apply_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, str]:
@@ -37,12 +43,14 @@ def apply_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, str]:
     else:
         env = {}
     if not policy.ignore_default_excludes:
-        env = {k: v for k, v in env.items() if not _matches(k, DEFAULT_EXCLUDES)}
+        env = {k: v for k, v in env.items() if not _default_excluded(k)}
     if policy.exclude:
-        env = {k: v for k, v in env.items() if not _matches(k, policy.exclude)}
+        excluded = matcher(policy.exclude)
+        env = {k: v for k, v in env.items() if not excluded(k)}
     env.update(policy.set)
     if policy.include_only:
-        env = {k: v for k, v in env.items() if _matches(k, policy.include_only)}
+        included = matcher(policy.include_only)
+        env = {k: v for k, v in env.items() if included(k)}
     return env
 
 
@@ -69,3 +77,25 @@ def child_environment(
     if tty and not (env and "TERM" in env):
         result["TERM"] = "xterm-256color"
     return result
+
+
+def resolve(
+    spec: SpawnSpec, base_env: Mapping[str, str] | None = None, default_cwd: str | None = None
+) -> tuple[dict[str, str], str]:
+    """The child's exact environment and cwd for ``spec``: one rule for the process
+    table and the background sessions. ``base_env`` defaults to this process's
+    environment, ``default_cwd`` to its cwd; a relative cwd (CLI, magics) is made
+    absolute against ours."""
+    base = os.environ if base_env is None else base_env
+    cwd = spec.cwd or default_cwd or os.getcwd()
+    if not os.path.isabs(cwd):
+        cwd = os.path.abspath(cwd)
+    return child_environment(base, spec.env, spec.env_policy, spec.tty), cwd
+
+
+def environ_with(
+    overrides: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``base`` (default: this process's environment) with ``overrides`` laid over it
+    (``--env K=V``); a kernel's magics pass the kernel's environment (kernelenv.py)."""
+    return {**(os.environ if base is None else base), **overrides}

@@ -20,7 +20,10 @@ def install(
     display_name: str = DISPLAY_NAME,
 ) -> str:
     """Write and install the kernelspec; returns the installed directory."""
-    from ipykernel.kernelspec import write_kernel_spec
+    from ipykernel.kernelspec import get_kernel_dict, write_kernel_spec
+
+    # Add to ipykernel's metadata (debugger, supported_encryption, ...), never replace it.
+    metadata = {**get_kernel_dict().get("metadata", {}), "codex_exec": True}
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_kernel_spec(
@@ -30,11 +33,11 @@ def install(
                          "{connection_file}"],
                 "display_name": display_name,
                 "language": "python",
-                "metadata": {"debugger": True, "codex_exec": True},
+                "metadata": metadata,
             },
         )  # fmt: skip
         return KernelSpecManager().install_kernel_spec(
-            path, kernel_name, user=user, prefix=prefix, replace=True
+            path, kernel_name, user=user, prefix=prefix
         )
 
 

@@ -15,10 +15,7 @@ from typing import Any, TypeVar
 
 from traitlets.config import Config
 
-from .dispatcher import Dispatcher
-from .sessions.config import SessionConfig
-from .sessions.methods import register_session_methods
-from .table import ProcessTable
+from .server import build_server
 
 T = TypeVar("T")
 
@@ -26,11 +23,18 @@ T = TypeVar("T")
 class IOThread:
     """Runs the process table and its dispatcher on a private event loop."""
 
-    def __init__(self, config: Config | None = None, server_name: str = "codex-exec") -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        server_name: str = "codex-exec",
+        watchdog_grace: float | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
-        self.table = ProcessTable(loop=self.loop, config=config)
-        self.dispatcher = Dispatcher(self.table, server_name=server_name)
-        register_session_methods(self.dispatcher, SessionConfig(config=config))
+        self.server = build_server(
+            self.loop, config, server_name=server_name, watchdog_grace=watchdog_grace
+        )
+        self.table = self.server.table
+        self.dispatcher = self.server.dispatcher
         self._thread = threading.Thread(target=self._run, name="codex-exec-io", daemon=True)
         self._started = threading.Event()
 
@@ -76,3 +80,4 @@ class IOThread:
             self.loop.call_soon_threadsafe(self.table.kill_all_now)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=2.0)
+        self.server.close()

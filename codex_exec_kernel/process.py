@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .backend import ProcessBackend
+from .protocol import LIMIT_REACHED, ProtocolError, invalid_params
 
 if TYPE_CHECKING:
     from .table import ProcessTable
@@ -138,9 +139,60 @@ class ManagedProcess:
             else:
                 self._flush_handle = self.loop.call_at(due, self._flush)
 
-    def note_input(self) -> None:
-        """Input was written: the first output after it (its echo) is never held back."""
+    # ------------------------------------------------------------------ control
+    # Every action on a process goes through these, so the rules (closed entries take
+    # no signal, a write is remembered for echo timing and deduplicated by writeId)
+    # live here once, whoever acts: a protocol handler, a magic, the table.
+    def write(self, data: bytes, write_id: str | None = None) -> str:
+        """Queue input; the ``WriteStatus``: ``accepted`` or ``stdinClosed``.
+
+        A repeated ``write_id`` is accepted again without writing twice. The first
+        output after a write (its echo) is never held back by coalescing."""
+        self.table.owner.check()
+        if write_id is not None and not self.remember_write(write_id):
+            return "accepted"
+        queued = self.backend.queued_input_bytes
+        if queued + len(data) > self.table.max_stdin_queue_bytes:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"{queued} bytes of input are still queued for {self.process_id!r}; "
+                f"{len(data)} more would pass the limit of {self.table.max_stdin_queue_bytes}",
+                {"queuedBytes": queued, "limit": self.table.max_stdin_queue_bytes},
+            )
         self._expedite = True
+        return "accepted" if self.backend.write(data) else "stdinClosed"
+
+    def close_stdin(self) -> str:
+        """End the input after what is queued: ``accepted`` or ``stdinClosed``."""
+        self.table.owner.check()
+        return "accepted" if self.backend.close_stdin() else "stdinClosed"
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size; a pipe process has none (``-32602``)."""
+        self.table.owner.check()
+        if not self.info.tty:
+            raise invalid_params(f"process {self.process_id!r} has no terminal to resize")
+        if not self.closed:
+            self.backend.resize(rows, cols)
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the whole process group; a closed entry has none left to signal.
+
+        (Not ``signal``: that attribute is the name of the signal that ended it.)"""
+        self.table.owner.check()
+        if not self.closed:
+            self.backend.signal(signum)
+
+    def terminate(self, grace: float) -> bool:
+        """Ask it to end, SIGKILL after ``grace`` s; True when it was still running."""
+        self.table.owner.check()
+        if self.closed:
+            return False
+        return self.backend.terminate(grace) and not self.exited
+
+    def kill_now(self) -> None:
+        """End it at once, without grace (the owner is going away)."""
+        self.backend.kill()
 
     def on_stream_eof(self, stream: str) -> None:
         self._flush()
@@ -182,6 +234,7 @@ class ManagedProcess:
         self._resume_if_paused()
         self.backend.close()
         self._removal = self.loop.call_later(self.table.retention_seconds, self._expire)
+        self.table.entry_closed(self)
 
     def _expire(self) -> None:
         self.table.remove(self)
@@ -209,6 +262,21 @@ class ManagedProcess:
                 if not fut.done():
                     fut.set_result(None)
 
+    def evict_output(self) -> int:
+        """Give up every retained output chunk (oldest first, like retention: the deque
+        stays consecutive); returns the bytes freed. The table calls this on closed
+        entries when their total passes ``closed_retained_bytes``."""
+        last_output = max(
+            (i for i, e in enumerate(self.events) if e.kind == "output"), default=-1
+        )
+        freed = 0
+        for _ in range(last_output + 1):
+            freed += len(self.events.popleft().data)
+        if self.events:
+            self.first_retained_seq = self.events[0].seq
+        self.retained_bytes -= freed
+        return freed
+
     def events_after(self, after_seq: int) -> Iterator[Event]:
         if not self.events or self.events[-1].seq <= after_seq:
             return iter(())
@@ -217,13 +285,40 @@ class ManagedProcess:
         return (self.events[i] for i in range(start, len(self.events)))
 
     def wait_event(self) -> asyncio.Future[None]:
+        """A future resolved by the next event. A caller that stops waiting before it
+        comes removes it with :meth:`forget_waiter` (else polls would pile them up)."""
         fut: asyncio.Future[None] = self.loop.create_future()
         self._waiters.append(fut)
         return fut
 
+    def forget_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass  # already resolved and dropped
+
+    async def read_wait(
+        self, after_seq: int, max_bytes: int | None, wait: float
+    ) -> dict[str, Any]:
+        """:meth:`read`, waiting up to ``wait`` seconds for something to return."""
+        deadline = self.loop.time() + wait
+        while True:
+            result = self.read(after_seq, max_bytes)
+            remaining = deadline - self.loop.time()
+            if self.readable(after_seq) or remaining <= 0:
+                return result
+            fut = self.wait_event()
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.forget_waiter(fut)
+
     # ------------------------------------------------------------------ subscribers
     def subscribe(self, sub: Subscriber, after_seq: int) -> None:
         """Replay retained events after ``after_seq``, then stream live ones."""
+        self.table.owner.check()
         self.subscribers.pop(sub, None)
         for event in list(self.events_after(after_seq)):
             sub.deliver(self.process_id, event)
@@ -234,11 +329,13 @@ class ManagedProcess:
         self._update_pause()
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        self.table.owner.check()
         if self.subscribers.pop(sub, None) is not None:
             self._prune_marks()
             self._update_pause()
 
     def ack(self, sub: Subscriber, seq: int) -> None:
+        self.table.owner.check()
         state = self.subscribers.get(sub)
         if state is None or seq <= state.acked:
             return
@@ -294,6 +391,7 @@ class ManagedProcess:
 
     # ------------------------------------------------------------------ views
     def read(self, after_seq: int, max_bytes: int | None) -> dict[str, Any]:
+        self.table.owner.check()
         chunks: list[Event] = []
         total = 0
         for event in self.events_after(after_seq):
@@ -316,13 +414,26 @@ class ManagedProcess:
             "firstRetainedSeq": self.first_retained_seq,
         }
 
+    def readable(self, after_seq: int) -> bool:
+        """Whether a read after ``after_seq`` has something to return without waiting:
+        output, the close, or the exit."""
+        if self.closed:
+            return True
+        if not self.has_event_after(after_seq):
+            return False
+        return self.exited or any(e.kind == "output" for e in self.events_after(after_seq))
+
+    @property
+    def pid(self) -> int:
+        return self.backend.pid
+
     def has_event_after(self, after_seq: int) -> bool:
         return self.next_seq - 1 > after_seq
 
     def describe(self) -> dict[str, Any]:
         return {
             "processId": self.process_id,
-            "pid": self.backend.pid,
+            "pid": self.pid,
             "argv": self.info.argv,
             "cwd": self.info.cwd,
             "tty": self.info.tty,

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 import os
+import re
 import signal as _signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = "codex-exec.v1"
+#: The Jupyter comm target the kernel registers and every client opens.
+COMM_TARGET = "codex.exec"
+#: Process ids of attached background sessions (``session:<id>``); reserved for them.
+SESSION_PROCESS_PREFIX = "session:"
 
 # JSON-RPC error codes used by the protocol.
 PARSE_ERROR = -32700
@@ -76,7 +83,7 @@ def invalid_request(message: str) -> ProtocolError:
 # --------------------------------------------------------------------------- bytes
 
 
-def decode_bytes(value: Any, buffers: Sequence[bytes | memoryview], name: str = "chunk") -> bytes:
+def decode_bytes(value: Any, buffers: Buffers, name: str = "chunk") -> bytes:
     """Turn a bytes field (base64 string or ``{"buffer": i}``) into bytes."""
     if isinstance(value, str):
         try:
@@ -109,8 +116,23 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Reader:
-    """Reads typed fields out of a params object, raising -32602 with the field's name."""
+Buffers = Sequence[bytes | memoryview]
+
+
+def _text(name: str, value: str) -> str:
+    """A string that can cross to the OS and back: JSON allows lone surrogates
+    (``"\\ud800"``), UTF-8 and therefore argv, env and paths do not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_params(f"{name} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+class FieldReader:
+    """Reads typed fields out of a params object, raising -32602 with the field's name.
+
+    Public so that extensions (``session/*``) declare their params the same way."""
 
     def __init__(self, params: Any) -> None:
         if params is None:
@@ -143,7 +165,7 @@ class _Reader:
             raise invalid_params(f"{name} is longer than {max_len} characters")
         if "\0" in value:
             raise invalid_params(f"{name} must not contain NUL")
-        return value
+        return _text(name, value)
 
     def integer(
         self,
@@ -159,7 +181,7 @@ class _Reader:
             if required:
                 raise invalid_params(f"{name} is required")
             return default
-        if not _is_int(value):
+        if not isinstance(value, int) or isinstance(value, bool):
             raise invalid_params(f"{name} must be an integer")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise invalid_params(f"{name} must be between {lo} and {hi}, got {value}")
@@ -181,7 +203,7 @@ class _Reader:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise invalid_params(f"{name} must be a list of strings")
-        return list(value)
+        return [_text(name, v) for v in value]
 
     def string_map(self, name: str) -> dict[str, str] | None:
         value = self.params.get(name)
@@ -195,7 +217,7 @@ class _Reader:
                 raise invalid_params(f"{name} must map strings to strings")
             if not key or "=" in key or "\0" in key or "\0" in val:
                 raise invalid_params(f"{name}: invalid variable {key!r} (empty, '=' or NUL)")
-            out[key] = val
+            out[_text(name, key)] = _text(name, val)
         return out
 
     def process_id(self, name: str = "processId") -> str:
@@ -219,7 +241,7 @@ class EnvPolicy:
 
     @classmethod
     def parse(cls, value: Any) -> EnvPolicy:
-        r = _Reader(value) if isinstance(value, Mapping) else None
+        r = FieldReader(value) if isinstance(value, Mapping) else None
         if r is None:
             raise invalid_params("envPolicy must be an object")
         inherit = r.string("inherit") or "all"
@@ -234,7 +256,7 @@ class EnvPolicy:
         )
 
 
-def _globs(r: _Reader, name: str) -> list[str]:
+def _globs(r: FieldReader, name: str) -> list[str]:
     try:
         return r.string_list(name) or []
     except ProtocolError:
@@ -257,11 +279,11 @@ def _check_cwd(cwd: str | None) -> str | None:
     return cwd
 
 
-def _size(r: _Reader) -> tuple[int, int]:
+def _size(r: FieldReader) -> tuple[int, int]:
     value = r.params.get("size")
     if value is None:
         return (24, 80)
-    sr = _Reader(value) if isinstance(value, Mapping) else None
+    sr = FieldReader(value) if isinstance(value, Mapping) else None
     if sr is None:
         raise invalid_params("size must be an object {rows, cols}")
     rows = sr.integer("rows", required=True, lo=1, hi=MAX_ROWS_COLS)
@@ -284,7 +306,7 @@ class SpawnSpec:
     size: tuple[int, int] = (24, 80)
 
     @classmethod
-    def read(cls, r: _Reader) -> SpawnSpec:
+    def read(cls, r: FieldReader) -> SpawnSpec:
         argv = _check_argv(r.string_list("argv", required=True))
         env = r.string_map("env")
         if env is not None and sum(len(k) + len(v) + 2 for k, v in env.items()) > MAX_ARGV_BYTES:
@@ -308,8 +330,8 @@ class InitializeParams:
     flow_control: bool = False
 
     @classmethod
-    def parse(cls, params: Any) -> InitializeParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> InitializeParams:
+        r = FieldReader(params)
         return cls(
             client_name=r.string("clientName", required=True) or "",
             flow_control=r.boolean("flowControl"),
@@ -323,11 +345,16 @@ class StartParams:
     title: str | None = None
 
     @classmethod
-    def parse(cls, params: Any) -> StartParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> StartParams:
+        r = FieldReader(params)
+        process_id = r.string("processId")
+        if process_id is not None and process_id.startswith(SESSION_PROCESS_PREFIX):
+            raise invalid_params(
+                f"processId: the prefix {SESSION_PROCESS_PREFIX!r} is reserved for sessions"
+            )
         return cls(
             spec=SpawnSpec.read(r),
-            process_id=r.string("processId"),
+            process_id=process_id,
             title=r.string("title", max_len=4096, allow_empty=True),
         )
 
@@ -340,8 +367,8 @@ class ReadParams:
     wait_ms: int = 0
 
     @classmethod
-    def parse(cls, params: Any) -> ReadParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> ReadParams:
+        r = FieldReader(params)
         after = r.integer("afterSeq", default=0, lo=0)
         wait = r.integer("waitMs", default=0, lo=0, hi=MAX_WAIT_MS)
         max_bytes = r.integer("maxBytes", lo=1)
@@ -356,8 +383,8 @@ class WriteParams:
     write_id: str | None = None
 
     @classmethod
-    def parse(cls, params: Any, buffers: Sequence[bytes | memoryview]) -> WriteParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> WriteParams:
+        r = FieldReader(params)
         if "chunk" not in r.params:
             raise invalid_params("chunk is required")
         chunk = decode_bytes(r.params["chunk"], buffers)
@@ -370,8 +397,8 @@ class ProcessRef:
     process_id: str
 
     @classmethod
-    def parse(cls, params: Any) -> ProcessRef:
-        return cls(_Reader(params).process_id())
+    def parse(cls, params: Any, buffers: Buffers = ()) -> ProcessRef:
+        return cls(FieldReader(params).process_id())
 
 
 @dataclass(frozen=True)
@@ -381,15 +408,15 @@ class ResizeParams:
     cols: int
 
     @classmethod
-    def parse(cls, params: Any) -> ResizeParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> ResizeParams:
+        r = FieldReader(params)
         rows = r.integer("rows", required=True, lo=1, hi=MAX_ROWS_COLS)
         cols = r.integer("cols", required=True, lo=1, hi=MAX_ROWS_COLS)
         assert rows is not None and cols is not None
         return cls(r.process_id(), rows, cols)
 
 
-def parse_signal(r: _Reader) -> int:
+def parse_signal(r: FieldReader) -> int:
     name = r.string("signal", required=True)
     if name not in SIGNALS:
         raise invalid_params(f"signal must be one of {', '.join(SIGNALS)}; got {name!r}")
@@ -402,8 +429,8 @@ class SignalParams:
     signum: int
 
     @classmethod
-    def parse(cls, params: Any) -> SignalParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SignalParams:
+        r = FieldReader(params)
         signum = parse_signal(r)
         return cls(r.process_id(), signum)
 
@@ -414,8 +441,8 @@ class TerminateParams:
     grace_ms: int = 2000
 
     @classmethod
-    def parse(cls, params: Any) -> TerminateParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> TerminateParams:
+        r = FieldReader(params)
         grace = r.integer("graceMs", default=2000, lo=0, hi=MAX_WAIT_MS)
         assert grace is not None
         return cls(r.process_id(), grace)
@@ -427,8 +454,8 @@ class SubscribeParams:
     after_seq: int = 0
 
     @classmethod
-    def parse(cls, params: Any) -> SubscribeParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SubscribeParams:
+        r = FieldReader(params)
         after = r.integer("afterSeq", default=0, lo=0)
         assert after is not None
         return cls(r.process_id(), after)
@@ -440,11 +467,107 @@ class AckParams:
     seq: int
 
     @classmethod
-    def parse(cls, params: Any) -> AckParams:
-        r = _Reader(params)
+    def parse(cls, params: Any, buffers: Buffers = ()) -> AckParams:
+        r = FieldReader(params)
         seq = r.integer("seq", required=True, lo=0)
         assert seq is not None
         return cls(r.process_id(), seq)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """Params of a method that takes none (``process/list``): absent or an object."""
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> NoParams:
+        FieldReader(params)
+        return cls()
+
+
+# --------------------------------------------------------------------------- session/* params
+
+#: What a background session's id may be: it names a directory, so nothing can escape.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+MAX_LOG_CHUNK = 16 * 1024 * 1024
+DEFAULT_LOG_CHUNK = 1024 * 1024
+
+
+def _session_id(r: FieldReader, *, required: bool = True) -> str | None:
+    value = r.string("id", required=required)
+    if value is not None and not SESSION_ID_PATTERN.fullmatch(value):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise invalid_params(
+            f"invalid session id {shown!r}: use 1 to 64 characters from A-Z a-z 0-9 _ -"
+        )
+    return value
+
+
+def _required_id(r: FieldReader) -> str:
+    session_id = _session_id(r)
+    assert session_id is not None
+    return session_id
+
+
+@dataclass(frozen=True)
+class SessionCreateParams:
+    spec: SpawnSpec
+    session_id: str | None = None
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SessionCreateParams:
+        r = FieldReader(params)
+        return cls(SpawnSpec.read(r), _session_id(r, required=False))
+
+
+@dataclass(frozen=True)
+class SessionAttachParams:
+    session_id: str
+    from_offset: int | None = None
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SessionAttachParams:
+        r = FieldReader(params)
+        return cls(_required_id(r), r.integer("fromOffset", lo=0))
+
+
+@dataclass(frozen=True)
+class SessionLogsParams:
+    session_id: str
+    offset: int = 0
+    max_bytes: int = DEFAULT_LOG_CHUNK
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SessionLogsParams:
+        r = FieldReader(params)
+        session_id = _required_id(r)
+        offset = r.integer("offset", default=0, lo=0)
+        max_bytes = r.integer("maxBytes", default=DEFAULT_LOG_CHUNK, lo=1)
+        assert offset is not None and max_bytes is not None
+        return cls(session_id, offset, min(max_bytes, MAX_LOG_CHUNK))
+
+
+@dataclass(frozen=True)
+class SessionSignalParams:
+    signum: int
+    session_id: str
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SessionSignalParams:
+        r = FieldReader(params)
+        return cls(session_id=_required_id(r), signum=parse_signal(r))
+
+
+@dataclass(frozen=True)
+class SessionDeleteParams:
+    session_id: str
+    grace_ms: int | None = None  # None: the configured SessionConfig.delete_grace
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SessionDeleteParams:
+        r = FieldReader(params)
+        session_id = _required_id(r)
+        return cls(session_id, r.integer("graceMs", lo=0, hi=MAX_WAIT_MS))
 
 
 # --------------------------------------------------------------------------- messages
@@ -467,9 +590,11 @@ class Message:
             raise ProtocolError(PARSE_ERROR, "message must be a JSON object")
         msg_id = obj.get("id")
         if msg_id is not None and (
-            isinstance(msg_id, bool) or not isinstance(msg_id, (str, int, float))
+            isinstance(msg_id, bool)
+            or not isinstance(msg_id, (str, int, float))
+            or (isinstance(msg_id, float) and not math.isfinite(msg_id))
         ):
-            raise ProtocolError(INVALID_REQUEST, "id must be a string or a number")
+            raise ProtocolError(INVALID_REQUEST, "id must be a string or a finite number")
         method = obj.get("method")
         if method is None:
             if "result" in obj or "error" in obj:
@@ -490,3 +615,36 @@ def error_response(msg_id: Any, err: ProtocolError) -> dict[str, Any]:
 
 def notification(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def output_notification(
+    process_id: str, seq: int, stream: str | None, chunk: Any
+) -> dict[str, Any]:
+    """``process/output``; ``chunk`` is already encoded (see :func:`encode_bytes`)."""
+    params = {"processId": process_id, "seq": seq, "stream": stream, "chunk": chunk}
+    return notification("process/output", params)
+
+
+def encode_line(message: Mapping[str, Any]) -> bytes:
+    """One message as a line of the text transport (``codex-exec serve``).
+
+    ``process/output`` is written by hand: base64 needs no JSON escaping, and
+    ``json.dumps`` would scan every byte of a 64 KiB chunk's 87 KiB of base64 (a third
+    of the server's time in a flood). Any other message goes through ``json.dumps``."""
+    if message.get("method") == "process/output":
+        params = message["params"]
+        chunk = params["chunk"]
+        if isinstance(chunk, str):
+            head = json.dumps(
+                {"processId": params["processId"], "seq": params["seq"],
+                 "stream": params["stream"]},
+                separators=(",", ":"),
+            )  # fmt: skip
+            return (
+                b'{"jsonrpc":"2.0","method":"process/output","params":'
+                + head[:-1].encode()
+                + b',"chunk":"'
+                + chunk.encode("ascii")
+                + b'"}}\n'
+            )
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"

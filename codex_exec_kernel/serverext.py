@@ -16,9 +16,10 @@ the kernel over a comm:
 * **IOPub rate limits.** ``ZMQChannelsWebsocketConnection`` drops IOPub
   messages past 1000 msgs/s or 1 MB/s (3 s window). Terminal output is
   already bounded by the protocol's flow control (``process/ack``), so the
-  limiter only loses output. We exempt our own notifications
-  (``comm_msg`` whose data is a ``process/*`` notification) and leave every
-  other message (and the user's configuration) to the limiter.
+  limiter only loses output. We exempt our own notifications (``comm_msg``
+  whose data is a ``process/*`` notification) on the comms this websocket
+  opened with target ``codex.exec``, and leave every other message (any other
+  comm's, whatever its data says, and the user's configuration) to the limiter.
 
 The hook: the handler reads its connection class from the tornado settings
 (``kernel_websocket_connection_class``) for every new websocket, so at load
@@ -32,8 +33,11 @@ Enabled by ``etc/jupyter/jupyter_server_config.d/codex_exec_kernel.json``;
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from typing import Any
+
+from .protocol import COMM_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 _OUR_NOTIFICATIONS = frozenset({"process/output", "process/exited", "process/closed"})
 
 _WRAPPED_MARKER = "_codex_exec_nodelay"
+_V1 = "v1.kernel.websocket.jupyter.org"
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -118,15 +123,62 @@ def _gateway_binary_relay(base: type) -> dict[str, Any]:
     }
 
 
-def _is_our_notification(connection: Any, msg: dict, msg_list: list) -> bool:
-    """Whether an IOPub message is one of our comm notifications."""
+def _codex_comms(connection: Any) -> set[str]:
+    """The ids of the comms this websocket opened with target ``codex.exec``."""
+    comms: set[str] | None = connection.__dict__.get("_codex_exec_comms")
+    if comms is None:
+        comms = connection.__dict__["_codex_exec_comms"] = set()
+    return comms
+
+
+def note_comm_open(connection: Any, ws_msg: Any) -> None:
+    """Remember the id of a ``codex.exec`` comm this websocket's client opens.
+
+    Only ``comm_open`` messages are decoded (a cheap substring test first), so a
+    keystroke costs no extra parsing."""
+    needle: Any = b"comm_open" if isinstance(ws_msg, bytes) else "comm_open"
+    if needle not in ws_msg:
+        return
     try:
+        if getattr(connection, "subprotocol", None) == _V1:
+            from jupyter_server.services.kernels.connection.base import (
+                deserialize_msg_from_ws_v1,
+            )
+
+            _, parts = deserialize_msg_from_ws_v1(ws_msg)
+            header, content = json.loads(parts[0]), json.loads(parts[3])
+        else:
+            if isinstance(ws_msg, bytes):
+                from jupyter_server.services.kernels.connection.base import (
+                    deserialize_binary_message,
+                )
+
+                msg = deserialize_binary_message(ws_msg)
+            else:
+                msg = json.loads(ws_msg)
+            header, content = msg["header"], msg["content"]
+        if header.get("msg_type") == "comm_open" and content.get("target_name") == COMM_TARGET:
+            _codex_comms(connection).add(str(content["comm_id"]))
+    except Exception:
+        log.debug("codex-exec: could not read a comm_open", exc_info=True)
+
+
+def _is_our_notification(connection: Any, msg: dict, msg_list: list) -> bool:
+    """Whether an IOPub message is one of our notifications on one of our comms."""
+    try:
+        comms = _codex_comms(connection)
+        if not comms:
+            return False
         header = connection.get_part("header", msg.get("header"), msg_list)
         if header.get("msg_type") != "comm_msg":
             return False
         content = connection.get_part("content", msg.get("content"), msg_list)
         data = content.get("data") or {}
-        return isinstance(data, dict) and data.get("method") in _OUR_NOTIFICATIONS
+        return (
+            content.get("comm_id") in comms
+            and isinstance(data, dict)
+            and data.get("method") in _OUR_NOTIFICATIONS
+        )
     except Exception:
         return False
 
@@ -156,6 +208,12 @@ def wrap_connection_class(base: type) -> type:
         namespace.update(_gateway_binary_relay(base))
 
     if hasattr(base, "_limit_rate"):
+
+        def handle_incoming_message(self: Any, incoming_msg: Any) -> Any:
+            note_comm_open(self, incoming_msg)
+            return base.handle_incoming_message(self, incoming_msg)
+
+        namespace["handle_incoming_message"] = handle_incoming_message
 
         def _limit_rate(self: Any, channel: Any, msg: dict, msg_list: list) -> bool:
             if channel == "iopub" and _is_our_notification(self, msg, msg_list):

@@ -10,6 +10,7 @@ work there too. One service per kernel, kept on the kernel object (no globals).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -19,10 +20,10 @@ from typing import Any
 from traitlets import Float, Int
 from traitlets.config import Config, Configurable
 
+from .iopubgate import IOPubGate
 from .iothread import IOThread
 from .kernelenv import KernelEnvironment
 from .transports.comm import TARGET, CommConnection
-from .watchdog import Watchdog
 
 log = logging.getLogger("codex_exec_kernel")
 
@@ -43,17 +44,34 @@ class ExecService(Configurable):
     coalesce_max_bytes = Int(
         2 * MiB, config=True, help="ProcessTable.coalesce_max_bytes in kernels."
     )
-    retained_bytes = Int(4 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+    # At least flow_control_window + coalesce_max_bytes (+ one read): what a flow-controlled
+    # client may not have received when its connection drops stays retained, so it can
+    # refill every byte after a reconnect (`codex-exec connect`, the panel).
+    retained_bytes = Int(8 * MiB, config=True, help="ProcessTable.retained_bytes in kernels.")
+    iopub_high_water = Int(
+        16 * MiB,
+        config=True,
+        help="Bytes of comm messages handed to IOPub and not yet sent (a subscriber stopped "
+        "reading); past it the processes the comms follow pause until it halves.",
+    )
+    iopub_max_messages = Int(
+        256,
+        config=True,
+        help="Comm messages handed to IOPub and not yet sent; more wait in order.",
+    )
 
     def __init__(self, kernel: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kernel = kernel
-        self.io = IOThread(config=self._table_config(), server_name="codex-exec kernel")
+        self.io = IOThread(
+            config=self._table_config(),
+            server_name="codex-exec kernel",
+            watchdog_grace=self.watchdog_grace,
+        )
+        # The kernel's environment and current directory for every process it starts
+        # (kernelenv.py); the table's default_cwd stays None so the directory follows %cd.
         self.kernel_env = KernelEnvironment(parent=self)
         self.io.table.spawn_hook = self.kernel_env
-        self.watchdog = Watchdog(grace=self.watchdog_grace)
-        self.io.table.on_group_started.append(self.watchdog.register)
-        self.io.table.on_group_gone.append(self.watchdog.unregister)
         self.io.start()
         self._session = kernel.session.clone() if kernel.session is not None else None
         if self._session is not None:
@@ -63,6 +81,14 @@ class ExecService(Configurable):
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             kernel.control_handlers[msg_type] = self._control_comm_handler(msg_type)
         self._stopped = False
+        self._wakeup: tuple[asyncio.AbstractEventLoop, socket.socket, socket.socket] | None = None
+        iopub_thread = getattr(kernel, "iopub_thread", None)
+        self._gate: IOPubGate | None = None
+        if callable(getattr(iopub_thread, "schedule", None)):
+            self._gate = IOPubGate(
+                iopub_thread, self.io.call, self._iopub_congested,
+                high_water=self.iopub_high_water, max_messages=self.iopub_max_messages,
+            )  # fmt: skip
 
     @classmethod
     def of(cls, kernel: Any) -> ExecService | None:
@@ -115,9 +141,32 @@ class ExecService(Configurable):
                     pass
 
             loop.add_reader(rsock.fileno(), drain)
-            self._wakeup_socks = (rsock, wsock)
+            self._wakeup = (loop, rsock, wsock)
         except (ValueError, RuntimeError, OSError) as exc:
             log.debug("codex-exec: no wakeup fd: %s", exc)
+
+    def _close_wakeup_fd(self) -> None:
+        """Give back the wakeup fd and its socketpair (stop() may run on the control
+        thread: the main loop and ``signal`` are only touched from the main thread)."""
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is None:
+            return
+        loop, rsock, wsock = wakeup
+
+        def release() -> None:
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                old = signal.set_wakeup_fd(-1)
+                if old != wsock.fileno():
+                    signal.set_wakeup_fd(old)  # not ours any more: put it back
+                loop.remove_reader(rsock.fileno())
+            rsock.close()
+            wsock.close()
+
+        if threading.current_thread() is threading.main_thread():
+            release()
+        else:
+            with contextlib.suppress(RuntimeError):  # the main loop is already closed
+                loop.call_soon_threadsafe(release)
 
     def _table_config(self) -> Config:
         config = Config()
@@ -135,7 +184,15 @@ class ExecService(Configurable):
 
     # ------------------------------------------------------------------ comms
     def _open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
-        CommConnection(comm, self.io, self._publish, msg)
+        conn = CommConnection(comm, self.io, self._publish, msg)
+        gate, state = self._gate, conn.state
+        if gate is not None and state is not None:
+            self.io.call(lambda: state.set_congested(gate.congested))
+
+    def _iopub_congested(self, congested: bool) -> None:
+        """On the I/O thread: IOPub holds too much; every comm's processes wait."""
+        for state in list(self.io.dispatcher.connections):
+            state.set_congested(congested)
 
     def _publish(
         self, comm: Any, data: dict[str, Any], buffers: list[bytes], parent: dict[str, Any]
@@ -145,8 +202,15 @@ class ExecService(Configurable):
         if session is None or iopub is None:
             return
         content = {"comm_id": comm.comm_id, "data": data}
-        session.send(iopub, "comm_msg", content, parent=parent, ident=comm.topic,
-                     buffers=buffers or None)  # fmt: skip
+
+        def send() -> None:
+            session.send(iopub, "comm_msg", content, parent=parent, ident=comm.topic,
+                         buffers=buffers or None)  # fmt: skip
+
+        if self._gate is None:
+            send()
+        else:  # the JSON part is small: bytes travel as buffers on a comm
+            self._gate.send(send, sum(len(b) for b in buffers) + 512)
 
     def _control_comm_handler(self, msg_type: str) -> Any:
         """Serve ``codex.exec`` comm traffic on the control channel too.
@@ -177,6 +241,6 @@ class ExecService(Configurable):
         if self._stopped:
             return
         self._stopped = True
-        self.io.stop()
-        self.watchdog.close()
+        self.io.stop()  # ends the table, then the watchdog
+        self._close_wakeup_fd()
         self.kernel_env.close()

@@ -34,14 +34,16 @@ import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .protocol import INTERNAL_ERROR, ProtocolError
 
+class SpawnError(Exception):
+    """A child could not be started; the message says why.
 
-class SpawnError(ProtocolError):
-    """A child could not be started; the message says why (``-32603``)."""
+    This is the OS layer: it knows nothing of the protocol. The dispatcher answers it
+    as ``-32603`` (see ``dispatcher.py``)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(INTERNAL_ERROR, message)
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass
@@ -250,7 +252,10 @@ def spawn(
 def _spawn_pty(
     path: str, argv: Sequence[str], env: Mapping[str, str], cwd: str, size: tuple[int, int]
 ) -> SpawnedChild:
-    master, slave = os.openpty()
+    try:
+        master, slave = os.openpty()
+    except OSError as exc:
+        raise SpawnError(f"cannot open a terminal for {path}: {exc.strerror or exc}") from None
     try:
         set_winsize(master, *size)
         if _LIBC is not None:
@@ -269,35 +274,44 @@ def _spawn_pty(
 def _spawn_pipes(
     path: str, argv: Sequence[str], env: Mapping[str, str], cwd: str, pipe_stdin: bool
 ) -> SpawnedChild:
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    in_r, in_w = os.pipe() if pipe_stdin else (-1, -1)
-    child_ends = [out_w, err_w] + ([in_r] if pipe_stdin else [])
-    parent_ends = [out_r, err_r] + ([in_w] if pipe_stdin else [])
+    parent_ends: list[int] = []  # stdout and stderr read ends, then stdin's write end
+    child_ends: list[int] = []  # the matching ends the child gets as fds 1, 2 (and 0)
     try:
+        # Inside the try: when fds run out half way, the pipes made so far are closed.
+        for _ in range(2):
+            r, w = os.pipe()
+            parent_ends.append(r)
+            child_ends.append(w)
+        if pipe_stdin:
+            r, w = os.pipe()
+            parent_ends.append(w)
+            child_ends.append(r)
+        dups = list(zip(child_ends, (1, 2, 0)[: len(child_ends)], strict=True))
         if _LIBC is not None:
             opens = [] if pipe_stdin else [(0, os.devnull, os.O_RDONLY)]
-            dups = [(out_w, 1), (err_w, 2)] + ([(in_r, 0)] if pipe_stdin else [])
             pid = _LIBC.spawn(path, argv, env, cwd, opens, dups)
         else:  # pragma: no cover
             proc = subprocess.Popen(
                 argv, executable=path, env=dict(env), cwd=cwd, start_new_session=True,
-                stdin=in_r if pipe_stdin else subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                stdin=child_ends[2] if pipe_stdin else subprocess.DEVNULL,
+                stdout=child_ends[0], stderr=child_ends[1],
             )  # fmt: skip
             pid = proc.pid
             proc.returncode = 0  # we reap it ourselves; keep Popen.__del__ quiet
-    except BaseException:
+    except BaseException as exc:
         for fd in parent_ends:
             os.close(fd)
+        if isinstance(exc, OSError):  # e.g. EMFILE: say so as a failed spawn
+            raise SpawnError(f"cannot start {path}: {exc.strerror or exc}") from None
         raise
     finally:
         for fd in child_ends:
             os.close(fd)
     return SpawnedChild(
         pid=pid,
-        stdout_fd=_nonblocking(out_r),
-        stderr_fd=_nonblocking(err_r),
-        stdin_fd=_nonblocking(in_w) if pipe_stdin else None,
+        stdout_fd=_nonblocking(parent_ends[0]),
+        stderr_fd=_nonblocking(parent_ends[1]),
+        stdin_fd=_nonblocking(parent_ends[2]) if pipe_stdin else None,
     )
 
 
@@ -313,21 +327,6 @@ def _fork_pty(  # pragma: no cover - only without glibc's posix_spawn
     )  # fmt: skip
     proc.returncode = 0
     return proc.pid
-
-
-def signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
 
 
 def decode_wait_status(status: int) -> tuple[int, str | None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -19,10 +18,12 @@ from traitlets import Float, Int
 from traitlets.config import Configurable
 
 from .backend import LocalBackend, ProcessBackend
-from .envpolicy import child_environment
+from .envpolicy import resolve
+from .pgroup import group_alive
 from .process import EntryInfo, ManagedProcess
-from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_request
-from .spawn import group_alive, signal_group, spawn
+from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_params, invalid_request
+from .spawn import spawn
+from .threads import LoopOwner
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -62,10 +63,29 @@ class ProcessTable(Configurable):
     write_id_memory = Int(
         4096, config=True, help="How many recent writeIds per process are remembered."
     )
+    max_stdin_queue_bytes = Int(
+        16 * MiB,
+        config=True,
+        help="Input queued for a process that is not reading it; a write past it is "
+        "refused (-32010) instead of queued.",
+    )
+    closed_retained_bytes = Int(
+        64 * MiB,
+        config=True,
+        help="Output kept by all closed processes together; past it the oldest closed "
+        "entries lose their output first.",
+    )
+    max_env_globs = Int(
+        256,
+        config=True,
+        help="Most envPolicy globs (exclude + includeOnly) in one request (-32602 past it).",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loop = loop or asyncio.get_event_loop()
+        #: Checks (in test runs) that the table and its entries stay on the loop's thread.
+        self.owner = LoopOwner(self.loop, "ProcessTable")
         self.processes: dict[str, ManagedProcess] = {}
         self._ids = itertools.count(1)
         #: Called with each new process group (the orphan watchdog registers them).
@@ -73,6 +93,11 @@ class ProcessTable(Configurable):
         self.on_group_gone: list[Callable[[int], None]] = []
         self.base_env: dict[str, str] | None = None  # None: os.environ at spawn time
         self.default_cwd: str | None = None  # None: os.getcwd() at spawn time
+        #: Process groups announced to ``on_group_started`` and not yet to ``on_group_gone``.
+        self._groups: set[int] = set()
+        #: Closed entries, oldest first, and the output bytes they retain together.
+        self._closed: dict[str, ManagedProcess] = {}
+        self.closed_bytes = 0
         #: The kernel's environment, directory and login-shell wrapper (kernelenv.py).
         self.spawn_hook: SpawnHook | None = None
 
@@ -105,6 +130,24 @@ class ProcessTable(Configurable):
     def running_count(self) -> int:
         return sum(1 for p in self.processes.values() if not p.closed)
 
+    def check_spec(self, spec: SpawnSpec) -> None:
+        """Limits on what a request may ask to spawn that the wire types cannot know."""
+        policy = spec.env_policy
+        if policy is not None:
+            count = len(policy.exclude) + len(policy.include_only)
+            if count > self.max_env_globs:
+                raise invalid_params(
+                    f"envPolicy has {count} globs; the limit is {self.max_env_globs}"
+                )
+
+    def check_write_size(self, size: int) -> None:
+        """A single write larger than ``max_write_bytes`` is refused (``-32010``)."""
+        if size > self.max_write_bytes:
+            raise ProtocolError(
+                LIMIT_REACHED,
+                f"write of {size} bytes exceeds the limit of {self.max_write_bytes}",
+            )
+
     def _check_room(self, process_id: str) -> None:
         if process_id in self.processes:
             raise invalid_request(f"process id {process_id!r} already exists")
@@ -117,10 +160,11 @@ class ProcessTable(Configurable):
         self, spec: SpawnSpec, process_id: str | None = None, title: str | None = None
     ) -> ManagedProcess:
         """Spawn a local child and add it. A failed spawn leaves no entry behind."""
+        self.owner.check()
+        self.check_spec(spec)
         process_id = process_id or self.new_id()
         self._check_room(process_id)
-        env = child_environment(self.child_base_env(), spec.env, spec.env_policy, spec.tty)
-        cwd = spec.cwd or self.child_cwd()
+        env, cwd = resolve(spec, self.child_base_env(), self.child_cwd())
         argv = spec.argv
         if self.spawn_hook is not None:
             argv, env = self.spawn_hook.command(list(argv), env)
@@ -134,6 +178,7 @@ class ProcessTable(Configurable):
             size=spec.size,
         )
         backend = LocalBackend(child, spec.tty, self.loop)
+        self._groups.add(child.pid)
         for hook in self.on_group_started:
             hook(child.pid)
         info = EntryInfo(argv=list(spec.argv), cwd=cwd, tty=spec.tty, title=title)
@@ -151,6 +196,7 @@ class ProcessTable(Configurable):
         owner: Any = None,
     ) -> ManagedProcess:
         """Add an entry backed by any backend (e.g. an attached background session)."""
+        self.owner.check()
         self._check_room(process_id)
         proc = self._add(process_id, backend, EntryInfo(argv=argv, cwd=cwd, tty=tty, title=title))
         if owner is not None:
@@ -164,12 +210,28 @@ class ProcessTable(Configurable):
         return proc
 
     def remove(self, proc: ManagedProcess) -> None:
+        self.owner.check()
         if self.processes.get(proc.process_id) is proc:
             del self.processes[proc.process_id]
+        if self._closed.get(proc.process_id) is proc:
+            del self._closed[proc.process_id]
+            self.closed_bytes -= proc.retained_bytes
         proc.cancel_removal()
-        if isinstance(proc.backend, LocalBackend) and not group_alive(proc.backend.pid):
+        pgid = proc.backend.pid
+        if pgid in self._groups and not group_alive(pgid):
+            self._groups.discard(pgid)
             for hook in self.on_group_gone:
-                hook(proc.backend.pid)
+                hook(pgid)
+
+    def entry_closed(self, proc: ManagedProcess) -> None:
+        """``proc`` just closed: its output now counts toward ``closed_retained_bytes``,
+        and the oldest closed entries give theirs up while the total is past it."""
+        self._closed[proc.process_id] = proc
+        self.closed_bytes += proc.retained_bytes
+        for oldest in list(self._closed.values()):
+            if self.closed_bytes <= self.closed_retained_bytes:
+                break
+            self.closed_bytes -= oldest.evict_output()
 
     def list(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.processes.values()]
@@ -184,19 +246,17 @@ class ProcessTable(Configurable):
         grace = self.terminate_grace if grace is None else grace
         procs = [p for p in self.processes.values() if not p.closed]
         for proc in procs:
-            proc.backend.terminate(grace)
+            proc.terminate(grace)
         deadline = self.loop.time() + grace + 0.5
         while any(not p.closed for p in procs) and self.loop.time() < deadline:
             waiters = [p.wait_event() for p in procs if not p.closed]
             await asyncio.wait(waiters, timeout=max(0.0, deadline - self.loop.time()))
         for proc in self.processes.values():
-            if isinstance(proc.backend, LocalBackend):
-                signal_group(proc.backend.pid, signal.SIGKILL)
+            proc.kill_now()
             proc.backend.close()
             proc.cancel_removal()
 
     def kill_all_now(self) -> None:
         """Last resort from a signal handler or atexit: SIGKILL every group, no waiting."""
         for proc in list(self.processes.values()):
-            if isinstance(proc.backend, LocalBackend):
-                signal_group(proc.backend.pid, signal.SIGKILL)
+            proc.kill_now()

@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from .pgroup import TERMINATE_SIGNALS, group_alive, signal_group
+
 
 class Watchdog:
     """The owner's handle on its watchdog process. Thread-safe: any thread may register."""
@@ -62,23 +64,6 @@ class Watchdog:
                 pass
 
 
-def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _signal_all(groups: set[int], signums: tuple[int, ...]) -> None:
-    for pgid in groups:
-        for signum in signums:
-            try:
-                os.killpg(pgid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
 def main(argv: list[str]) -> int:
     grace = float(argv[0]) if argv else 1.0
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -101,13 +86,16 @@ def main(argv: list[str]) -> int:
                 groups.add(int(line[1:]))
             elif line[:1] == b"-" and line[1:].isdigit():
                 groups.discard(int(line[1:]))
-    groups = {g for g in groups if g > 1 and _alive(g)}
-    _signal_all(groups, (signal.SIGHUP, signal.SIGTERM, signal.SIGCONT))
+    groups = {g for g in groups if g > 1 and group_alive(g)}
+    for pgid in groups:
+        for signum in TERMINATE_SIGNALS:
+            signal_group(pgid, signum)
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
         time.sleep(0.02)
-        groups = {g for g in groups if _alive(g)}
-    _signal_all(groups, (signal.SIGKILL,))
+        groups = {g for g in groups if group_alive(g)}
+    for pgid in groups:
+        signal_group(pgid, signal.SIGKILL)
     return 0
 
 

@@ -11,14 +11,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from jupyter_client import BlockingKernelClient, KernelManager
+from waiting import scaled
 
 
 def start_kernel(name: str = "codex-exec", **kw: Any) -> KernelManager:
-    km = KernelManager(kernel_name=name)
+    return wait_started(KernelManager(kernel_name=name), **kw)
+
+
+def wait_started(km: KernelManager, **kw: Any) -> KernelManager:
+    """Start ``km``'s kernel and wait until it answers (its heartbeat beats)."""
     km.start_kernel(**kw)
     kc = km.client()
     kc.start_channels()
-    kc.wait_for_ready(timeout=60)
+    kc.wait_for_ready(timeout=scaled(60))
     kc.stop_channels()
     return km
 
@@ -47,7 +52,7 @@ def blocking_client(km: KernelManager) -> BlockingKernelClient:
     kc = BlockingKernelClient()
     kc.load_connection_file(km.connection_file)
     kc.start_channels()
-    kc.wait_for_ready(timeout=30)
+    kc.wait_for_ready(timeout=scaled(30))
     return kc
 
 
@@ -116,7 +121,7 @@ class RawComm:
         return True
 
     def wait_response(self, msg_id: Any, timeout: float = 20) -> tuple[dict[str, Any], list[bytes]]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while msg_id not in self.responses:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no response to {msg_id}")
@@ -124,7 +129,7 @@ class RawComm:
         return self.responses.pop(msg_id)
 
     def wait_note(self, predicate: Any, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         seen = 0
         while True:
             for note in self.notes[seen:]:
@@ -147,7 +152,7 @@ class RawComm:
 def reply_to(kc: BlockingKernelClient, msg_id: str, timeout: float = 30) -> dict[str, Any]:
     """The shell reply to ``msg_id`` (skipping replies to other requests)."""
     while True:
-        msg = kc.get_shell_msg(timeout=timeout)
+        msg = kc.get_shell_msg(timeout=scaled(timeout))
         if msg["parent_header"].get("msg_id") == msg_id:
             return msg
 
@@ -156,6 +161,6 @@ def create_subshell(kc: BlockingKernelClient) -> str:
     msg = kc.session.msg("create_subshell_request", {})
     kc.control_channel.send(msg)
     while True:
-        reply = kc.get_control_msg(timeout=20)
+        reply = kc.get_control_msg(timeout=scaled(20))
         if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
             return reply["content"]["subshell_id"]

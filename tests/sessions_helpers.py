@@ -7,37 +7,21 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from waiting import wait_until
+from commands import CODEX_EXEC
+from waiting import pid_alive, scaled, wait_until
 
+from codex_exec_kernel.pgroup import group_alive
 from codex_exec_kernel.sessions import wire
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.client import AttachClient
 from codex_exec_kernel.sessions.config import SessionConfig
-from codex_exec_kernel.sessions.store import SessionError, SessionStore, group_alive
+from codex_exec_kernel.sessions.store import SessionError, SessionStore
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "codex_exec_kernel.sessions.cli"]
-
-
-def poll(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition",
-         interval: float = 0.01) -> object:
-    """Wait for ``predicate`` to be truthy, failing at the deadline (never a fixed sleep)."""
-    return wait_until(predicate, timeout, interval, message)
-
-
-def alive(pid: int | None) -> bool:
-    """A live, non-zombie process (init here does not reap orphans, so zombies linger)."""
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+#: `codex-exec session` as installed in the venv, as the README writes it.
+CLI = [CODEX_EXEC, "session"]
 
 
 def session_env(home: str) -> dict[str, str]:
@@ -51,7 +35,7 @@ def run_cli(home: str, *args: str, timeout: float = 30.0,
             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], env=session_env(home), cwd=str(REPO), capture_output=True, text=True,
-        timeout=timeout, input=input.decode() if input is not None else None,
+        timeout=scaled(timeout), input=input.decode() if input is not None else None,
     )
 
 
@@ -71,7 +55,7 @@ def supervisors_of(home: str) -> list[int]:
                 environ = f.read().split(b"\0")
         except OSError:
             continue
-        if f"CODEX_EXEC_HOME={home}".encode() in environ and alive(pid):
+        if f"CODEX_EXEC_HOME={home}".encode() in environ and pid_alive(pid):
             found.append(pid)
     return found
 
@@ -94,7 +78,7 @@ def cleanup_home(home: str) -> list[str]:
             with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGKILL)
     with contextlib.suppress(AssertionError):
-        poll(lambda: not supervisors_of(home), 5.0)
+        wait_until(lambda: not supervisors_of(home), 5.0)
     for pid in supervisors_of(home):
         leaks.append(f"supervisor {pid}")
         with contextlib.suppress(OSError):
@@ -119,7 +103,7 @@ async def read_until(client: AttachClient, needle: bytes, timeout: float = 10.0,
         raise AssertionError(f"output ended before {needle!r}; got {bytes(buf)!r}")
 
     try:
-        await asyncio.wait_for(pump(), timeout)
+        await asyncio.wait_for(pump(), scaled(timeout))
     except asyncio.TimeoutError:
         raise AssertionError(f"no {needle!r} within {timeout}s; got {bytes(buf)!r}") from None
     return bytes(buf)

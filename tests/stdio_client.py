@@ -12,26 +12,25 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+from commands import CODEX_EXEC  # noqa: F401
+from connect_routes import client_command, startup_timeout
+from rpc import RpcError, b64  # noqa: F401  (re-exported for the tests)
+from waiting import scaled
 
 
 class StdioClient:
     def __init__(self, *options: str, initialize: bool = True, flow_control: bool = False,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 command: list[str] | None = None) -> None:
+        # `codex-exec serve`, or `codex-exec connect` to a kernel (CODEX_EXEC_STDIO_ROUTE).
+        argv, env, self._cleanup = client_command(options, env, cwd, command)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "serve", *options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0,
         )
         self._ids = itertools.count(1)
@@ -47,7 +46,8 @@ class StdioClient:
         self.init_result: dict[str, Any] | None = None
         if initialize:
             self.init_result = self.request("initialize", {"clientName": "pytest",
-                                                           "flowControl": flow_control})
+                                                           "flowControl": flow_control},
+                                            timeout=startup_timeout(command))
             self.notify("initialized", {})
 
     # ------------------------------------------------------------------ plumbing
@@ -101,7 +101,7 @@ class StdioClient:
         return self.wait_response(msg_id, timeout)
 
     def wait_response(self, msg_id: Any, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while msg_id not in self.responses:
                 left = deadline - time.monotonic()
@@ -123,7 +123,7 @@ class StdioClient:
         self.send(msg)
 
     def wait_unmatched(self, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while not self.unmatched:
                 left = deadline - time.monotonic()
@@ -135,7 +135,7 @@ class StdioClient:
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
                  ) -> dict[str, Any]:
         """The first notification (kept in order) matching ``predicate``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while True:
                 for msg in self.notifications:
@@ -153,7 +153,7 @@ class StdioClient:
     def wait_output(self, process_id: str, predicate: Callable[[bytes], bool],
                     timeout: float = 10.0) -> bytes:
         """All output so far, once it satisfies ``predicate`` (chunk boundaries don't matter)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while True:
                 data = self.output_so_far(process_id)
@@ -188,10 +188,13 @@ class StdioClient:
                 pass
         self.resume_reading()
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            cleanup, self._cleanup = self._cleanup, lambda: None
+            cleanup()
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,7 +207,3 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
             out["exit"] = p["exitCode"]
             out["signal"] = p["signal"]
     return out
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

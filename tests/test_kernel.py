@@ -14,8 +14,9 @@ import time
 import psutil
 import pytest
 from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
-from waiting import pid_alive, wait_gone, wait_until
+from waiting import pid_alive, scaled, wait_gone, wait_until
 
+from codex_exec_kernel import __version__
 from codex_exec_kernel.client import (
     ExecClient,
     InvalidParams,
@@ -74,7 +75,7 @@ def test_install_commands(tmp_path) -> None:
 def test_is_a_full_python_kernel(kc) -> None:
     outputs: list[str] = []
     reply = kc.execute_interactive(
-        "x = 6 * 7\nprint(x)", timeout=30,
+        "x = 6 * 7\nprint(x)", timeout=scaled(30),
         output_hook=lambda m: outputs.append(m["content"].get("text", "")),
     )  # fmt: skip
     assert reply["content"]["status"] == "ok" and "42\n" in outputs
@@ -82,8 +83,10 @@ def test_is_a_full_python_kernel(kc) -> None:
 
 def test_kernel_info(kc) -> None:
     kc.kernel_info()
-    reply = kc.get_shell_msg(timeout=10)
-    assert reply["content"]["implementation"] == "codex-exec"
+    reply = kc.get_shell_msg(timeout=scaled(10))
+    # ipykernel's implementation, as in `python3` (docs/stock-kernel.md says why).
+    assert reply["content"]["implementation"] == "ipython"
+    assert reply["content"]["codex_exec"]["version"] == __version__
     assert "kernel subshells" in reply["content"].get("supported_features", [])
 
 
@@ -125,7 +128,7 @@ def test_binary_buffers_and_base64_both_accepted(kc) -> None:
 
 
 def test_every_method_through_the_client(client: ExecClient, tmp_path) -> None:
-    out = client.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=20)
+    out = client.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=scaled(20))
     assert (out.stdout, out.stderr, out.exit_code) == (b"out\n", b"err\n", 3)
 
     p = client.exec(["sh", "-c", "read a; echo got:$a; read b; echo got:$b"], pipe_stdin=True,
@@ -133,8 +136,8 @@ def test_every_method_through_the_client(client: ExecClient, tmp_path) -> None:
     assert p.write("one\n", write_id="w1") == "accepted"
     assert p.write("one\n", write_id="w1") == "accepted"  # de-duplicated
     assert p.write("two\n") == "accepted"
-    assert p.wait(20) == 0
-    assert p.output(20).stdout == b"got:one\ngot:two\n"
+    assert p.wait(scaled(20)) == 0
+    assert p.output(scaled(20)).stdout == b"got:one\ngot:two\n"
     assert p.write("late") == "stdinClosed"
 
     loop = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done"
@@ -144,7 +147,7 @@ def test_every_method_through_the_client(client: ExecClient, tmp_path) -> None:
     t.resize(50, 120)
     assert b"50 120" in next(chunks).data
     t.send_signal("interrupt")
-    assert t.wait(20) == 130  # sh ends on SIGINT: 128 + 2
+    assert t.wait(scaled(20)) == 130  # sh ends on SIGINT: 128 + 2
     info = {i.process_id: i for i in client.list()}
     assert info[p.process_id].title == "reader" and info[p.process_id].exited
 
@@ -170,8 +173,9 @@ def test_terminate_and_attach_replay(client: ExecClient, km) -> None:
         follower = other.attach(p.process_id, after_seq=0)
         assert next(iter(follower)).data == b"first\n"  # replayed
         assert p.terminate(grace_ms=500) is True
-        assert follower.wait(20) == 128 + signal.SIGTERM or follower.signal in ("SIGTERM", "SIGHUP")
-        assert follower.output(20).exit_code == p.wait(20)
+        ended = follower.wait(scaled(20))
+        assert ended == 128 + signal.SIGTERM or follower.signal in ("SIGTERM", "SIGHUP")
+        assert follower.output(scaled(20)).exit_code == p.wait(scaled(20))
     finally:
         other.close()
 
@@ -183,7 +187,7 @@ def test_limit_error_is_typed(km) -> None:
         with pytest.raises(LimitReached):
             p.write(b"x" * (9 * 1024 * 1024))
         p.close_stdin()
-        p.wait(20)
+        p.wait(scaled(20))
     finally:
         c.close()
 
@@ -201,7 +205,7 @@ def test_served_while_a_cell_sleeps(km, kc, route: str) -> None:
         t0 = time.monotonic()
         p = c.exec(["sh", "-c", "read x; echo got $x"], pipe_stdin=True)
         p.write("hello\n")
-        assert p.output(10).stdout == b"got hello\n"
+        assert p.output(scaled(10)).stdout == b"got hello\n"
         assert time.monotonic() - t0 < 5
     finally:
         c.close()
@@ -231,7 +235,7 @@ def _printed(kc, msg_id: str, text: str) -> bool:
 
 
 def _wait_idle(kc) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while time.monotonic() < deadline:
         try:
             msg = kc.get_shell_msg(timeout=1)
@@ -245,7 +249,7 @@ def test_busy_loop_cell_does_not_stop_output(km, kc) -> None:
     kc.execute("import time\nt = time.time()\nwhile time.time() - t < 8: pass")
     c = ExecClient.connect(km.connection_file)
     try:
-        out = c.run(["seq", "1", "50000"], timeout=10)
+        out = c.run(["seq", "1", "50000"], timeout=scaled(10))
         assert out.stdout.endswith(b"50000\n")
     finally:
         c.close()
@@ -317,7 +321,7 @@ def test_ten_clients_at_once(km) -> None:
             with_client = ExecClient.connect(km.connection_file)
             try:
                 p = with_client.exec(["sh", "-c", f"for n in 1 2 3; do echo c{i}-$n; done"])
-                results[i] = p.output(30).stdout
+                results[i] = p.output(scaled(30)).stdout
                 mine = {x.process_id for x in with_client.list()}
                 assert p.process_id in mine
             finally:
@@ -412,7 +416,7 @@ def test_kernel_manager_death_leaves_no_process(tmp_path) -> None:
         pids = [int(x) for x in owner.stdout.readline().split()]
         assert len(pids) == 2 and all(pid_alive(x) for x in pids)
         owner.kill()
-        owner.wait(10)
+        owner.wait(scaled(10))
         wait_gone(pids, 10.0)  # the kernel notices its parent's death within ~1 s
     finally:
         if owner.poll() is None:
@@ -429,7 +433,7 @@ def test_interrupt_reaches_an_awaiting_cell_at_once(km, kc) -> None:
     t0 = time.monotonic()
     km.interrupt_kernel()
     while True:
-        reply = kc.get_shell_msg(timeout=30)
+        reply = kc.get_shell_msg(timeout=scaled(30))
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error"

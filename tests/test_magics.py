@@ -14,7 +14,7 @@ import pytest
 from kernel_helpers import blocking_client, reply_to, start_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from waiting import pid_alive, wait_until
+from waiting import pid_alive, scaled, wait_until
 
 from codex_exec_kernel.client import ExecClient
 
@@ -77,7 +77,7 @@ def test_help() -> None:
     km = start_kernel()
     kc = blocking_client(km)
     try:  # `%exec?` answers through the pager payload of the execute reply
-        reply = kc.execute_interactive("%exec?", timeout=30)
+        reply = kc.execute_interactive("%exec?", timeout=scaled(30))
         pages = [p["data"]["text/plain"] for p in reply["content"]["payload"]
                  if p.get("source") == "page"]
         assert pages and "--allow-fail" in pages[0]
@@ -92,7 +92,7 @@ def test_huge_output_truncated_in_cell_but_complete_through_the_table() -> None:
     try:
         shown: list[str] = []
         code = "%exec seq 1 1000000"
-        reply = kc.execute_interactive(code, timeout=60, output_hook=lambda m: shown.append(
+        reply = kc.execute_interactive(code, timeout=scaled(60), output_hook=lambda m: shown.append(
             m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
         assert reply["content"]["status"] == "ok"
         text = "".join(shown)
@@ -160,7 +160,7 @@ def test_stdin_through_input_requests() -> None:
 
         reply = kc.execute_interactive(
             "%exec --input sh -c 'while read line; do echo got:$line; done; echo done'",
-            timeout=30, allow_stdin=True, stdin_hook=on_stdin,
+            timeout=scaled(30), allow_stdin=True, stdin_hook=on_stdin,
             output_hook=lambda m: out.append(m["content"].get("text", "")),
         )  # fmt: skip
         assert reply["content"]["status"] == "ok"
@@ -169,7 +169,7 @@ def test_stdin_through_input_requests() -> None:
         # a child that ends by itself while the prompt is open: the cell does not hang
         answers2 = iter(["x"])
         reply = kc.execute_interactive(
-            "%exec --input sh -c 'read a; echo bye'", timeout=30, allow_stdin=True,
+            "%exec --input sh -c 'read a; echo bye'", timeout=scaled(30), allow_stdin=True,
             stdin_hook=lambda m: kc.input(next(answers2, "")),
         )  # fmt: skip
         assert reply["content"]["status"] == "ok"
@@ -182,7 +182,7 @@ def test_magic_processes_are_in_the_table() -> None:
     km = start_kernel()
     kc = blocking_client(km)
     try:
-        kc.execute_interactive("%exec --quiet echo visible", timeout=30)
+        kc.execute_interactive("%exec --quiet echo visible", timeout=scaled(30))
         with ExecClient.connect(km.connection_file) as client:
             assert any(p.argv[-1] == "echo visible" for p in client.list())
     finally:
@@ -197,9 +197,9 @@ def test_load_ext_in_a_stock_python3_kernel() -> None:
     km = start_kernel("python3")
     kc = blocking_client(km)
     try:
-        kc.execute_interactive("%load_ext codex_exec_kernel", timeout=30)
+        kc.execute_interactive("%load_ext codex_exec_kernel", timeout=scaled(30))
         with ExecClient.connect(km.connection_file) as client:  # the comm target is there too
-            assert client.run(["echo", "comm"], timeout=20).stdout == b"comm\n"
+            assert client.run(["echo", "comm"], timeout=scaled(20)).stdout == b"comm\n"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -208,7 +208,7 @@ def test_load_ext_in_a_stock_python3_kernel() -> None:
 def test_jupyter_run_example_script() -> None:
     jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
     out = subprocess.run([jupyter, "run", "--kernel=codex-exec", "examples/tour.ipy"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=scaled(120))
     assert out.returncode == 0, out.stderr
     assert "hello from" in out.stdout and "entries in /" in out.stdout
     assert "its exit status: 3" in out.stdout
@@ -253,7 +253,7 @@ def test_jupyter_console_interactive() -> None:
         console = Console()
         if console.expect(r"In \[1\]") and (
             console.proc.write("print('console-' + 'works')\r") or True
-        ) and console.expect("console-works", timeout=10):
+        ) and console.expect("console-works", timeout=scaled(10)):
             break
         console.close()
     else:

@@ -12,8 +12,11 @@ import sys
 import time
 
 import pytest
-from sessions_helpers import REPO, alive, poll, read_until, session_env
+from sessions_helpers import REPO, read_until, session_env
+from waiting import pid_alive, scaled, wait_until
 
+from codex_exec_kernel.pgroup import group_alive
+from codex_exec_kernel.protocol import SpawnSpec
 from codex_exec_kernel.sessions import wire
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.launch import LaunchError
@@ -22,7 +25,6 @@ from codex_exec_kernel.sessions.store import (
     InvalidSessionId,
     SessionExists,
     SessionNotFound,
-    group_alive,
     lock_held,
 )
 from codex_exec_kernel.sessions.terminal import DetachMatcher, parse_keys
@@ -45,8 +47,10 @@ def test_session_outlives_its_starter(manager: SessionManager, session_home: str
     starter = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\n"
+         "from codex_exec_kernel.protocol import SpawnSpec\n"
          "from codex_exec_kernel.sessions.api import SessionManager\n"
-         "info = SessionManager().create(['sh', '-c', 'echo started; exec cat'], tty=True)\n"
+         "spec = SpawnSpec(['sh', '-c', 'echo started; exec cat'], tty=True)\n"
+         "info = SessionManager().create(spec)\n"
          "print(info.id, flush=True)\n"
          "time.sleep(600)\n"],
         stdout=subprocess.PIPE, env=session_env(session_home), cwd=str(REPO),
@@ -56,10 +60,10 @@ def test_session_outlives_its_starter(manager: SessionManager, session_home: str
     sid = starter.stdout.readline().decode().strip()
     assert sid, "the starter printed no id"
     os.killpg(starter.pid, signal.SIGKILL)  # the starter and everything in its group
-    starter.wait(10)
+    starter.wait(scaled(10))
     info = manager.get(sid)
     assert info.status == "running"
-    assert alive(info.meta.pid) and alive(info.meta.supervisor_pid)
+    assert pid_alive(info.meta.pid) and pid_alive(info.meta.supervisor_pid)
     with open(f"/proc/{info.meta.supervisor_pid}/stat") as f:
         ppid = int(f.read().rsplit(")", 1)[1].split()[1])
     assert ppid != starter.pid
@@ -77,18 +81,19 @@ def test_session_outlives_its_starter(manager: SessionManager, session_home: str
 
 
 def test_exit_status_is_recorded(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "echo bye; exit 3"]).id
-    poll(lambda: status(manager, sid) == "exited", message="exit")
+    sid = manager.create(SpawnSpec(["sh", "-c", "echo bye; exit 3"])).id
+    wait_until(lambda: status(manager, sid) == "exited", message="exit")
     info = manager.get(sid)
     assert (info.meta.exit_code, info.meta.signal) == (3, None)
     assert info.meta.ended_at and info.output_bytes == 4
-    assert not lock_held(manager.store.paths(sid).lock)
-    poll(lambda: not alive(info.meta.supervisor_pid), message="supervisor exit")
+    # The exit is recorded before the supervisor lets go of its lock and exits.
+    wait_until(lambda: not lock_held(manager.store.paths(sid).lock), message="lock released")
+    wait_until(lambda: not pid_alive(info.meta.supervisor_pid), message="supervisor exit")
     assert not os.path.exists(manager.store.paths(sid).sock)
 
-    sid2 = manager.create(["sleep", "60"]).id
+    sid2 = manager.create(SpawnSpec(["sleep", "60"])).id
     assert manager.signal(sid2, signal.SIGTERM)
-    poll(lambda: status(manager, sid2) == "exited", message="exit by signal")
+    wait_until(lambda: status(manager, sid2) == "exited", message="exit by signal")
     meta = manager.get(sid2).meta
     assert (meta.exit_code, meta.signal) == (128 + signal.SIGTERM, "SIGTERM")
     assert not manager.signal(sid2, signal.SIGTERM)
@@ -96,31 +101,31 @@ def test_exit_status_is_recorded(manager: SessionManager) -> None:
 
 def test_spawn_failure_leaves_nothing(manager: SessionManager) -> None:
     with pytest.raises(LaunchError, match="no such file"):
-        manager.create(["definitely-not-a-program-xyz"], session_id="nope")
+        manager.create(SpawnSpec(["definitely-not-a-program-xyz"]), session_id="nope")
     with pytest.raises(LaunchError, match="cwd does not exist"):
-        manager.create(["true"], cwd="/nonexistent/dir")
+        manager.create(SpawnSpec(["true"], cwd="/nonexistent/dir"))
     assert manager.list() == []
     assert os.listdir(manager.store.root) == []
 
 
 def test_supervisor_sigterm_ends_the_group(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "sleep 300 & echo ready; wait"]).id
+    sid = manager.create(SpawnSpec(["sh", "-c", "sleep 300 & echo ready; wait"])).id
     info = manager.get(sid)
-    poll(lambda: b"ready" in log_of(manager, sid), message="ready")
+    wait_until(lambda: b"ready" in log_of(manager, sid), message="ready")
     os.kill(info.meta.supervisor_pid, signal.SIGTERM)
-    poll(lambda: not group_alive(info.meta.pid), message="group to end")
-    poll(lambda: not alive(info.meta.supervisor_pid), message="supervisor to end")
+    wait_until(lambda: not group_alive(info.meta.pid), message="group to end")
+    wait_until(lambda: not pid_alive(info.meta.supervisor_pid), message="supervisor to end")
     info = manager.get(sid)
     assert info.status == "exited"
     assert info.meta.signal in ("SIGHUP", "SIGTERM")
 
 
 def test_lost_session_keeps_its_log(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "echo before-loss; exec sleep 300"]).id
+    sid = manager.create(SpawnSpec(["sh", "-c", "echo before-loss; exec sleep 300"])).id
     meta = manager.get(sid).meta
-    poll(lambda: b"before-loss" in log_of(manager, sid), message="output")
+    wait_until(lambda: b"before-loss" in log_of(manager, sid), message="output")
     os.kill(meta.supervisor_pid, signal.SIGKILL)
-    poll(lambda: status(manager, sid) == "lost", message="lost")
+    wait_until(lambda: status(manager, sid) == "lost", message="lost")
     chunk = manager.read_log(sid)
     assert chunk.data == b"before-loss\n"
     assert [i.status for i in manager.list()] == ["lost"]
@@ -156,7 +161,7 @@ def test_big_output_without_clients_is_all_logged(manager: SessionManager, tmp_p
         "out.flush()\n"
         f"open({str(digest_file)!r}, 'w').write(h.hexdigest())\n"
     )
-    sid = manager.create([sys.executable, "-c", writer]).id
+    sid = manager.create(SpawnSpec([sys.executable, "-c", writer])).id
     sup = manager.get(sid).meta.supervisor_pid
     peak = 0
 
@@ -171,7 +176,7 @@ def test_big_output_without_clients_is_all_logged(manager: SessionManager, tmp_p
             pass
         return status(manager, sid) == "exited"
 
-    poll(done, timeout=120, message="the writer to finish", interval=0.05)
+    wait_until(done, timeout=120, message="the writer to finish", interval=0.05)
     info = manager.get(sid)
     assert info.meta.exit_code == 0
     assert info.output_bytes == total
@@ -184,8 +189,8 @@ def test_big_output_without_clients_is_all_logged(manager: SessionManager, tmp_p
 
 
 def test_attach_sees_the_whole_log_and_writes(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "echo one; echo two >&2; exec cat"]).id
-    poll(lambda: manager.get(sid).output_bytes == 8, message="first output")
+    sid = manager.create(SpawnSpec(["sh", "-c", "echo one; echo two >&2; exec cat"])).id
+    wait_until(lambda: manager.get(sid).output_bytes == 8, message="first output")
 
     async def go() -> None:
         client = await manager.attach(sid, 0)
@@ -202,7 +207,7 @@ def test_attach_sees_the_whole_log_and_writes(manager: SessionManager) -> None:
 
 
 def test_pipe_session_keeps_streams_apart_live(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "read x; echo out; echo err >&2; read y"]).id
+    sid = manager.create(SpawnSpec(["sh", "-c", "read x; echo out; echo err >&2; read y"])).id
 
     async def go() -> list[tuple[str, bytes]]:
         client = await manager.attach(sid)
@@ -218,11 +223,11 @@ def test_pipe_session_keeps_streams_apart_live(manager: SessionManager) -> None:
 
     seen = asyncio.run(go())
     assert ("stdout", b"out\n") in seen and ("stderr", b"err\n") in seen
-    poll(lambda: status(manager, sid) == "exited", message="exit")
+    wait_until(lambda: status(manager, sid) == "exited", message="exit")
 
 
 def test_two_clients_see_and_write(manager: SessionManager) -> None:
-    sid = manager.create(["cat"], tty=True).id
+    sid = manager.create(SpawnSpec(["cat"], tty=True)).id
 
     async def go() -> None:
         a = await manager.attach(sid)
@@ -243,8 +248,8 @@ def test_two_clients_see_and_write(manager: SessionManager) -> None:
 
 
 def test_default_attach_offset_is_the_last_64k(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "head -c 100000 /dev/zero; exec sleep 300"]).id
-    poll(lambda: manager.get(sid).output_bytes == 100000, message="output")
+    sid = manager.create(SpawnSpec(["sh", "-c", "head -c 100000 /dev/zero; exec sleep 300"])).id
+    wait_until(lambda: manager.get(sid).output_bytes == 100000, message="output")
 
     async def go() -> int:
         client = await manager.attach(sid)
@@ -257,8 +262,8 @@ def test_default_attach_offset_is_the_last_64k(manager: SessionManager) -> None:
 
 
 def test_attach_to_an_ended_session_replays_then_exits(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "echo done-here; exit 5"], tty=True).id
-    poll(lambda: status(manager, sid) == "exited", message="exit")
+    sid = manager.create(SpawnSpec(["sh", "-c", "echo done-here; exit 5"], tty=True)).id
+    wait_until(lambda: status(manager, sid) == "exited", message="exit")
 
     async def go() -> list[object]:
         client = await manager.attach(sid, 2)
@@ -271,13 +276,14 @@ def test_attach_to_an_ended_session_replays_then_exits(manager: SessionManager) 
 
 
 def test_slow_client_does_not_block_the_child(manager: SessionManager) -> None:
-    sid = manager.create(["sh", "-c", "head -c 20000000 /dev/zero; echo; echo finished"]).id
+    script = "head -c 20000000 /dev/zero; echo; echo finished"
+    sid = manager.create(SpawnSpec(["sh", "-c", script])).id
 
     async def go() -> None:
         client = await manager.attach(sid, 0)
         # Never read: the child must still finish and everything reach the log.
         await asyncio.get_running_loop().run_in_executor(
-            None, poll, lambda: status(manager, sid) == "exited", 30.0, "exit"
+            None, lambda: wait_until(lambda: status(manager, sid) == "exited", 30.0, message="exit")
         )
         total = 0
         async for event in client.events():
@@ -294,28 +300,28 @@ def test_slow_client_does_not_block_the_child(manager: SessionManager) -> None:
 @pytest.mark.parametrize("bad", ["../x", "", "a" * 65, "has space", "a/b", "..", "é", "x\0y"])
 def test_bad_ids_are_refused(manager: SessionManager, bad: str) -> None:
     with pytest.raises(InvalidSessionId):
-        manager.create(["true"], session_id=bad)
+        manager.create(SpawnSpec(["true"]), session_id=bad)
     assert not os.path.exists(manager.store.root) or os.listdir(manager.store.root) == []
     with pytest.raises(InvalidSessionId):
         manager.get(bad)
 
 
 def test_taken_id_is_an_error(manager: SessionManager) -> None:
-    manager.create(["sleep", "300"], session_id="A_b-9" + "z" * 59)
+    manager.create(SpawnSpec(["sleep", "300"]), session_id="A_b-9" + "z" * 59)
     with pytest.raises(SessionExists):
-        manager.create(["true"], session_id="A_b-9" + "z" * 59)
+        manager.create(SpawnSpec(["true"]), session_id="A_b-9" + "z" * 59)
     assert len(manager.list()) == 1
 
 
 def test_generated_ids_are_two_words(manager: SessionManager) -> None:
-    ids = {manager.create(["true"]).id for _ in range(3)}
+    ids = {manager.create(SpawnSpec(["true"])).id for _ in range(3)}
     assert len(ids) == 3
     for sid in ids:
         assert len(sid.split("-")) >= 2 and sid.replace("-", "").isalnum()
 
 
 def test_permissions(manager: SessionManager) -> None:
-    sid = manager.create(["sleep", "300"], session_id="p" * 64).id
+    sid = manager.create(SpawnSpec(["sleep", "300"]), session_id="p" * 64).id
     paths = manager.store.paths(sid)
     assert stat.S_IMODE(os.stat(manager.store.root).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(paths.dir).st_mode) == 0o700
@@ -329,8 +335,8 @@ def test_permissions(manager: SessionManager) -> None:
 def test_meta_json_fields(manager: SessionManager) -> None:
     import json
 
-    sid = manager.create(["sh", "-c", "exit 0"], cwd="/tmp").id
-    poll(lambda: status(manager, sid) == "exited", message="exit")
+    sid = manager.create(SpawnSpec(["sh", "-c", "exit 0"], cwd="/tmp")).id
+    wait_until(lambda: status(manager, sid) == "exited", message="exit")
     with open(manager.store.paths(sid).meta) as f:
         meta = json.load(f)
     for key in ("id", "argv", "cwd", "tty", "pid", "supervisorPid", "createdAt", "endedAt",
@@ -342,7 +348,7 @@ def test_meta_json_fields(manager: SessionManager) -> None:
 
 def test_selectors(manager: SessionManager) -> None:
     for sid in ("alpha-one", "alpha-two", "beta"):
-        manager.create(["sleep", "300"], session_id=sid)
+        manager.create(SpawnSpec(["sleep", "300"]), session_id=sid)
     assert [i.id for i in manager.list()] == ["beta", "alpha-two", "alpha-one"]
     assert manager.resolve("0").id == "beta"
     assert manager.resolve("2").id == "alpha-one"
@@ -361,20 +367,20 @@ def test_selectors(manager: SessionManager) -> None:
 
 
 def test_delete_running_exited_and_lost(manager: SessionManager) -> None:
-    running = manager.create(["sh", "-c", "sleep 300 & sleep 300"], tty=True).id
-    exited = manager.create(["true"]).id
-    lost = manager.create(["sh", "-c", "trap '' HUP; sleep 300"]).id
-    poll(lambda: status(manager, exited) == "exited", message="exit")
+    running = manager.create(SpawnSpec(["sh", "-c", "sleep 300 & sleep 300"], tty=True)).id
+    exited = manager.create(SpawnSpec(["true"])).id
+    lost = manager.create(SpawnSpec(["sh", "-c", "trap '' HUP; sleep 300"])).id
+    wait_until(lambda: status(manager, exited) == "exited", message="exit")
     lost_meta = manager.get(lost).meta
     os.kill(lost_meta.supervisor_pid, signal.SIGKILL)
-    poll(lambda: status(manager, lost) == "lost", message="lost")
+    wait_until(lambda: status(manager, lost) == "lost", message="lost")
     metas = {sid: manager.get(sid).meta for sid in (running, exited, lost)}
     started = time.monotonic()
     for sid, meta in metas.items():
         manager.delete(sid, grace=1.0)
         assert not os.path.exists(manager.store.paths(sid).dir)
         assert not group_alive(meta.pid), sid
-        assert not alive(meta.supervisor_pid), sid
+        assert not pid_alive(meta.supervisor_pid), sid
     assert time.monotonic() - started < 10
     assert manager.list() == []
     with pytest.raises(SessionNotFound):

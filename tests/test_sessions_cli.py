@@ -12,10 +12,11 @@ import subprocess
 import time
 
 import pytest
-from sessions_helpers import CLI, REPO, alive, poll, run_cli, session_env
+from sessions_helpers import CLI, REPO, run_cli, session_env
+from waiting import pid_alive, scaled, wait_until
 
+from codex_exec_kernel.pgroup import group_alive
 from codex_exec_kernel.sessions.api import SessionManager
-from codex_exec_kernel.sessions.store import group_alive
 
 pytest_plugins = ["sessions_fixtures"]
 
@@ -35,16 +36,16 @@ def test_create_outlives_a_killed_starter_shell(manager: SessionManager, session
     assert starter.stdout is not None
     assert starter.stdout.readline().strip() == b"kept"
     os.killpg(starter.pid, signal.SIGKILL)
-    starter.wait(10)
+    starter.wait(scaled(10))
     info = manager.get("kept")
-    assert info.status == "running" and alive(info.meta.pid)
+    assert info.status == "running" and pid_alive(info.meta.pid)
 
 
 def test_list_table_and_json(manager: SessionManager, session_home: str) -> None:
     first = create(session_home, "--", "sh", "-c", "echo hi; exit 7")
     second = create(session_home, "--id", "tabby", "--tty", "--", "sleep", "300")
     assert re.fullmatch(r"[a-z]+-[a-z]+", first)
-    poll(lambda: manager.get(first).status == "exited", message="exit")
+    wait_until(lambda: manager.get(first).status == "exited", message="exit")
     result = run_cli(session_home, "list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -62,7 +63,7 @@ def test_list_table_and_json(manager: SessionManager, session_home: str) -> None
 def test_create_options(manager: SessionManager, session_home: str, tmp_path) -> None:
     sid = create(session_home, "--cwd", str(tmp_path), "--env", "GREETING=hola", "--",
                  "sh", "-c", 'echo "$GREETING from $(pwd)"')  # fmt: skip
-    poll(lambda: manager.get(sid).status == "exited", message="exit")
+    wait_until(lambda: manager.get(sid).status == "exited", message="exit")
     assert manager.read_log(sid).data == f"hola from {tmp_path}\n".encode()
     result = run_cli(session_home, "create", "--")
     assert result.returncode == 1 and "no command" in result.stderr
@@ -81,7 +82,7 @@ def test_bad_ids_refused(manager: SessionManager, session_home: str, bad: str) -
 
 def test_logs_tail_and_follow(manager: SessionManager, session_home: str) -> None:
     sid = create(session_home, "--", "sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done")
-    poll(lambda: manager.get(sid).status == "exited", message="exit")
+    wait_until(lambda: manager.get(sid).status == "exited", message="exit")
     assert run_cli(session_home, "logs", sid).stdout == "".join(f"line{i}\n" for i in range(1, 6))
     assert run_cli(session_home, "logs", sid, "--tail", "2").stdout == "line4\nline5\n"
     assert run_cli(session_home, "logs", sid, "--tail", "9").stdout.count("\n") == 5
@@ -108,7 +109,7 @@ def test_logs_tail_and_follow(manager: SessionManager, session_home: str) -> Non
     assert follower.poll() is None  # still following: the session runs
     asyncio.run(feed(b"2\n"))
     _read_pty(out_fd, b"a\nb\nc\n", buf=seen)
-    assert follower.wait(10) == 0  # it stops by itself once the session has ended
+    assert follower.wait(scaled(10)) == 0  # it stops by itself once the session has ended
     assert bytes(seen) + follower.stdout.read() == b"a\nb\nc\n"
 
 
@@ -116,7 +117,7 @@ def test_signal_and_delete(manager: SessionManager, session_home: str) -> None:
     sid = create(session_home, "--", "sleep", "300")
     assert run_cli(session_home, "signal", sid, "bogus").returncode == 1
     assert run_cli(session_home, "signal", "0", "TERM").returncode == 0
-    poll(lambda: manager.get(sid).status == "exited", message="exit")
+    wait_until(lambda: manager.get(sid).status == "exited", message="exit")
     assert manager.get(sid).meta.signal == "SIGTERM"
     result = run_cli(session_home, "signal", sid, "kill")
     assert result.returncode == 1 and "exited" in result.stderr
@@ -188,7 +189,7 @@ def test_attach_in_a_pty_types_and_detaches_with_ctrl_b_d(
         _read_pty(master, b"typed-42", buf=buf)
         os.write(master, b"\x02d")
         _read_pty(master, b"[detached from session", buf=buf)
-        assert proc.wait(10) == 0
+        assert proc.wait(scaled(10)) == 0
     finally:
         os.close(master)
     assert manager.get(sid).status == "running"
@@ -201,7 +202,7 @@ def test_attach_in_a_pty_types_and_detaches_with_ctrl_b_d(
         _read_pty(master, b"typed-42", buf=buf)  # the replayed tail of the log
         os.write(master, b"exit 4\r")
         _read_pty(master, b"exited with code 4", buf=buf)
-        assert proc.wait(10) == 4
+        assert proc.wait(scaled(10)) == 4
     finally:
         os.close(master)
 
@@ -223,14 +224,14 @@ def test_attach_in_tmux_detaches_with_ctrl_backslash(
                               text=True, env=env).stdout  # fmt: skip
 
     try:
-        poll(lambda: manager.get(sid).output_bytes > 0, message="the prompt")
+        wait_until(lambda: manager.get(sid).output_bytes > 0, message="the prompt")
         subprocess.run([*tmux, "send-keys", "echo hello-$((6*7))", "Enter"], env=env, check=True)
-        poll(lambda: "hello-42" in screen().split("echo hello")[-1], message="command output")
+        wait_until(lambda: "hello-42" in screen().split("echo hello")[-1], message="command output")
         # The pane is 100 columns wide: the session's PTY was resized to it.
         subprocess.run([*tmux, "send-keys", "stty size", "Enter"], env=env, check=True)
-        poll(lambda: "30 100" in screen(), message="the session's window size")
+        wait_until(lambda: "30 100" in screen(), message="the session's window size")
         subprocess.run([*tmux, "send-keys", "C-\\"], env=env, check=True)
-        poll(lambda: "ATTACH-RC=0" in screen(), message="detach")
+        wait_until(lambda: "ATTACH-RC=0" in screen(), message="detach")
         assert "[detached from session" in screen()
     finally:
         subprocess.run([*tmux, "kill-server"], env=env, capture_output=True)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from kernel_helpers import blocking_client, reply_to, start_kernel
-from waiting import pid_alive, wait_until
+from waiting import pid_alive, scaled, wait_until
 
 from codex_exec_kernel.client import ExecClient, InvalidParams
 
@@ -54,7 +54,7 @@ def test_session_outlives_its_kernel_and_a_new_kernel_attaches(session_home: str
             assert proc.write("hello\n") == "accepted"
             while b"echo:hello" not in seen:
                 seen += next(chunks).data
-            logs = client.request("session/logs", {"id": f"long-{how}"}, timeout=10)
+            logs = client.request("session/logs", {"id": f"long-{how}"}, timeout=scaled(10))
             assert logs["size"] >= len(b"started")
             client.request("session/delete", {"id": f"long-{how}"})
         wait_until(lambda: not pid_alive(created["pid"]), 5)
@@ -68,7 +68,8 @@ def test_magics_bg_sessions_survive_kernel(session_home: str) -> None:
     out: list[str] = []
     try:
         kc.execute_interactive("%exec --bg --id magic-bg sh -c 'echo from-bg; sleep 60'",
-                               timeout=30, output_hook=lambda m: out.append(str(m["content"])))
+                               timeout=scaled(30),
+                               output_hook=lambda m: out.append(str(m["content"])))
         assert any("magic-bg" in o for o in out)
     finally:
         kc.stop_channels()
@@ -77,14 +78,14 @@ def test_magics_bg_sessions_survive_kernel(session_home: str) -> None:
     kc2 = blocking_client(km2)
     try:
         shown: list[str] = []
-        kc2.execute_interactive("%sessions", timeout=30,
+        kc2.execute_interactive("%sessions", timeout=scaled(30),
                                 output_hook=lambda m: shown.append(str(m["content"])))
         assert any("magic-bg" in s and "running" in s for s in shown)
         logs: list[str] = []
-        kc2.execute_interactive("%logs magic-bg", timeout=30,
+        kc2.execute_interactive("%logs magic-bg", timeout=scaled(30),
                                 output_hook=lambda m: logs.append(m["content"].get("text", "")))
         assert "from-bg\n" in "".join(logs)
-        reply = kc2.execute_interactive("%sessions --delete magic-bg", timeout=30)
+        reply = kc2.execute_interactive("%sessions --delete magic-bg", timeout=scaled(30))
         assert reply["content"]["status"] == "ok"
     finally:
         kc2.stop_channels()
@@ -109,13 +110,13 @@ def test_attach_magic_follows_until_interrupt_which_detaches(session_home: str) 
     try:
         kc.execute_interactive(
             "%exec --bg --id ticker sh -c 'i=0; while :; do echo tick $i; i=$((i+1)); "
-            "sleep 0.1; done'", timeout=30)  # fmt: skip
+            "sleep 0.1; done'", timeout=scaled(30))  # fmt: skip
         shown: list[str] = []
         msg_id = kc.execute("%attach ticker")
         deadline = time.monotonic() + 20
         while "tick 3" not in "".join(shown):  # live output reaches the cell
             assert time.monotonic() < deadline, shown
-            msg = kc.get_iopub_msg(timeout=10)
+            msg = kc.get_iopub_msg(timeout=scaled(10))
             if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
                 shown.append(msg["content"]["text"])
         km.interrupt_kernel()

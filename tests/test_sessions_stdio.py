@@ -4,7 +4,6 @@ through the ``codex-exec serve`` stdio server (skipped while it does not registe
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import os
 import threading
@@ -12,21 +11,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sessions_helpers import REPO, poll, session_env
+from rpc import RpcError, b64, chunk_bytes
+from sessions_helpers import REPO, session_env
+from waiting import wait_until
 
-from codex_exec_kernel.dispatcher import Dispatcher
+from codex_exec_kernel.server import build_server
 from codex_exec_kernel.sessions.api import SessionManager
 from codex_exec_kernel.sessions.config import SessionConfig
-from codex_exec_kernel.sessions.methods import register_session_methods
-from codex_exec_kernel.table import ProcessTable
 
 pytest_plugins = ["sessions_fixtures"]
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
 
 
 class InProcessClient:
@@ -42,9 +35,8 @@ class InProcessClient:
         self.ids = itertools.count(1)
 
         async def setup() -> None:
-            self.table = ProcessTable(loop=self.loop)
-            self.dispatcher = Dispatcher(self.table)
-            register_session_methods(self.dispatcher, SessionConfig(home=home))
+            server = build_server(self.loop, session_config=SessionConfig(home=home))
+            self.table, self.dispatcher = server.table, server.dispatcher
             self.state = self.dispatcher.connect(self)
 
         asyncio.run_coroutine_threadsafe(setup(), self.loop).result(10)
@@ -93,12 +85,6 @@ class InProcessClient:
         self.loop.close()
 
 
-def chunk_bytes(value: Any, buffers: list[bytes]) -> bytes:
-    if isinstance(value, dict):
-        return bytes(buffers[value["buffer"]])
-    return base64.b64decode(value)
-
-
 def read_until(client: Any, pid: str, needle: bytes, after: int = 0,
                timeout: float = 10.0) -> tuple[bytes, int, dict[str, Any]]:
     """process/read with waits until ``needle`` (or the close) is seen; (data, lastSeq, result)."""
@@ -114,7 +100,7 @@ def read_until(client: Any, pid: str, needle: bytes, after: int = 0,
         after = result["nextSeq"] - 1
         return needle in data if needle else result["closed"]
 
-    poll(step, timeout, message=f"{needle!r} from {pid}", interval=0)
+    wait_until(step, timeout, message=f"{needle!r} from {pid}", interval=0)
     return data, after, result
 
 
@@ -196,7 +182,7 @@ def scenario(client: Any, manager: SessionManager) -> None:
 
     # a pipe session keeps stdout and stderr apart; attach after its end replays the log
     client.request("session/create", {"id": "pipes", "argv": ["sh", "-c", "echo o; echo e >&2"]})
-    poll(lambda: manager.get("pipes").status == "exited", message="pipes to exit")
+    wait_until(lambda: manager.get("pipes").status == "exited", message="pipes to exit")
     client.request("session/attach", {"id": "pipes", "fromOffset": 0})
     _, _, result = read_until(client, "session:pipes", b"")
     assert result["exitCode"] == 0
@@ -206,10 +192,6 @@ def scenario(client: Any, manager: SessionManager) -> None:
     assert client.request("session/delete", {"id": "pipes"}) == {}
     expect_error(client, -32600, "session/delete", {"id": "proto"})
     assert client.request("session/list") == {"sessions": []}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 from stdio_client import StdioClient, b64
-from waiting import wait_until
+from waiting import scaled, wait_until
 
 MB = 1_000_000
 
@@ -99,14 +99,14 @@ def test_200mb_flood_with_stalled_reader_loses_nothing(flow_control: bool) -> No
     try:
         server_ps = psutil.Process(client.proc.pid)
         client.request("process/start", {"argv": FLOOD_CMD, "processId": "flood"})
-        assert stalled.wait(60), "the flood never reached the stall point"
+        assert stalled.wait(scaled(60)), "the flood never reached the stall point"
         peak = 0
         t_end = time.monotonic() + 5
         while time.monotonic() < t_end:  # sample the server while nobody reads
             peak = max(peak, server_ps.memory_info().rss)
             time.sleep(0.05)
         client.resume_reading()
-        assert done.wait(120), "the flood did not finish"
+        assert done.wait(scaled(120)), "the flood did not finish"
         assert not problems, problems[:5]
         assert received[0] == FLOOD
         assert digest.hexdigest() == _expected_digest()

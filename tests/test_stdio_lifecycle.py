@@ -6,7 +6,7 @@ import signal
 
 import pytest
 from stdio_client import StdioClient
-from waiting import pid_alive, wait_gone
+from waiting import pid_alive, scaled, wait_gone
 
 
 def _start_family(client: StdioClient, tty: bool) -> list[int]:
@@ -38,7 +38,7 @@ def test_stdin_eof_ends_everything() -> None:
 def test_signal_to_server_ends_everything(signum: int) -> None:
     client, pids = _server_with_families()
     client.proc.send_signal(signum)
-    client.proc.wait(10)
+    client.proc.wait(scaled(10))
     wait_gone(pids, 3.0)
     client.close()
 
@@ -46,7 +46,7 @@ def test_signal_to_server_ends_everything(signum: int) -> None:
 def test_sigkill_of_server_ends_everything_within_2s() -> None:
     client, pids = _server_with_families()
     client.proc.kill()
-    client.proc.wait(10)
+    client.proc.wait(scaled(10))
     wait_gone(pids, 2.0)
     client.close()
 

@@ -7,10 +7,10 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 
 import pytest
+from commands import CODEX_EXEC
 from stdio_client import StdioClient, b64, summarize
 from waiting import pid_alive, wait_gone, wait_until
 
@@ -572,10 +572,10 @@ def test_responses_to_notifications_are_ignored(server: StdioClient) -> None:
 def test_cli_help_says_what_it_is() -> None:
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "codex_exec_kernel.cli", "--help"],
+    out = subprocess.run([CODEX_EXEC, "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "serve" in out and "shell" in out
-    out = subprocess.run([sys.executable, "-m", "codex_exec_kernel.cli", "serve", "--help-all"],
+    out = subprocess.run([CODEX_EXEC, "serve", "--help-all"],
                          capture_output=True, text=True, check=True).stdout
     assert "ProcessTable.retained_bytes" in out
 

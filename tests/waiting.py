@@ -1,4 +1,10 @@
-"""Waiting on conditions with deadlines (never fixed sleeps), and process liveness."""
+"""Waiting on conditions with deadlines (never fixed sleeps), and process liveness.
+
+Every deadline of the suite goes through :func:`scaled`: a deadline only decides how
+long a *failing* test waits, so on a slow or loaded machine (a 2-core box with a load
+average of 10) raise ``CODEX_EXEC_TEST_TIMEOUT_SCALE`` rather than editing numbers.
+The default, 2, already doubles the figures written in the tests.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,46 @@ import os
 import time
 from collections.abc import Callable
 
+SCALE_ENV = "CODEX_EXEC_TEST_TIMEOUT_SCALE"
+DEFAULT_SCALE = 2.0
+
+
+def timeout_scale() -> float:
+    """The factor applied to every deadline (``CODEX_EXEC_TEST_TIMEOUT_SCALE``, default 2)."""
+    raw = os.environ.get(SCALE_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_SCALE
+    except ValueError:
+        raise ValueError(f"{SCALE_ENV} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{SCALE_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` times the suite's timeout scale: use it for every deadline."""
+    return seconds * timeout_scale()
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
                message: str = "condition") -> object:
-    """Poll ``predicate`` until truthy; fail the test at the deadline. Never a fixed sleep."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until truthy; fail the test at the (scaled) deadline. Never a
+    fixed sleep."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            raise AssertionError(f"timed out after {limit:g}s waiting for {message}")
         time.sleep(interval)
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """A live process that is not a zombie (init here does not reap orphans)."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -29,7 +60,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
 

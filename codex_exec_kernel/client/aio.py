@@ -3,15 +3,15 @@
 It speaks the protocol over a ``codex.exec`` comm built from raw Jupyter messages
 (jupyter_client has no comm API). It opens the comm on a kernel subshell when the
 kernel has them, else on the control channel, so a busy cell never blocks it; it
-says ``flowControl: true`` and acknowledges output as it takes it, so a flood cannot
-grow the kernel's memory; and it delivers each process's events strictly in seq
-order, refilling any gap with ``process/read``.
+says ``flowControl: true`` and acknowledges output when the caller consumes it, so
+neither a flood nor a caller that stops reading grows the kernel's memory or its
+own; and it delivers each process's events strictly in seq order, refilling any
+gap with ``process/read``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import uuid
@@ -21,17 +21,11 @@ from typing import Any
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
+from ..protocol import COMM_TARGET, decode_bytes
 from .errors import ConnectionClosed, ExecError, error_from_json
 from .models import Chunk, Output, ProcessInfo
 
-TARGET = "codex.exec"
 _END = object()
-
-
-def _bytes_of(value: Any, buffers: list[bytes]) -> bytes:
-    if isinstance(value, dict) and "buffer" in value:
-        return bytes(buffers[value["buffer"]])
-    return base64.b64decode(value)
 
 
 class AsyncProcess:
@@ -73,9 +67,8 @@ class AsyncProcess:
         seq = params["seq"]
         self._expected = seq + 1
         if method == "process/output":
-            chunk = Chunk(seq, params["stream"], _bytes_of(params["chunk"], buffers))
-            self._queue.put_nowait(chunk)
-            self.client._ack(self.process_id, seq)
+            chunk = Chunk(seq, params["stream"], decode_bytes(params["chunk"], buffers))
+            self._queue.put_nowait(chunk)  # acknowledged when the caller takes it
         elif method == "process/exited":
             self.exit_code = params.get("exitCode")
             self.signal = params.get("signal")
@@ -118,6 +111,9 @@ class AsyncProcess:
             if item is _END:
                 self._queue.put_nowait(_END)  # later iterations end at once too
                 return
+            # Acknowledge on consumption, not arrival: a caller that does not read holds
+            # the child at the flow-control window, and this queue stays that small.
+            self.client._ack(self.process_id, item.seq)
             yield item
 
     async def output(self, timeout: float | None = None) -> Output:
@@ -134,7 +130,10 @@ class AsyncProcess:
         return out
 
     async def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for the exit; returns the exit code (128+n when a signal ended it)."""
+        """Wait for the exit; returns the exit code (128+n when a signal ended it).
+
+        Output nobody consumes holds the process at the flow-control window (4 MiB by
+        default), as a terminal nobody reads would: iterate it, or use :meth:`output`."""
         await asyncio.wait_for(self.exited.wait(), timeout)
         return self.exit_code
 
@@ -178,7 +177,7 @@ class AsyncProcess:
         result, buffers = await self.client.request_with_buffers("process/read", params)
         result["_buffers"] = buffers
         for c in result["chunks"]:
-            c["data"] = _bytes_of(c["chunk"], buffers)
+            c["data"] = decode_bytes(c["chunk"], buffers)
         return result
 
 
@@ -243,6 +242,24 @@ class AsyncExecClient:
         await client.open()
         return client
 
+    @classmethod
+    async def connect_url(
+        cls,
+        url: str,
+        token: str | None = None,
+        kernel_id: str | None = None,
+        kernel_name: str = "codex-exec",
+        keep_kernel: bool = False,
+        **kwargs: Any,
+    ) -> AsyncExecClient:
+        """Reach a kernel through a Jupyter server (or JupyterHub, or Kernel Gateway):
+        its REST API and kernel websocket. Starts a ``kernel_name`` kernel when no
+        ``kernel_id`` is given, shut down again by :meth:`close` unless ``keep_kernel``."""
+        from .linked import LinkedExecClient
+
+        return await LinkedExecClient.over_url(url, token, kernel_id, kernel_name, keep_kernel,
+                                               **kwargs)  # fmt: skip
+
     async def open(self) -> None:
         self.kc.start_channels()
         features = await self._kernel_features()
@@ -254,7 +271,7 @@ class AsyncExecClient:
         else:
             self._route = "control" if self.channel in ("auto", "control") else "shell"
         self._reader = asyncio.create_task(self._read_iopub())
-        self._send("comm_open", {"comm_id": self.comm_id, "target_name": TARGET, "data": {}})
+        self._send("comm_open", {"comm_id": self.comm_id, "target_name": COMM_TARGET, "data": {}})
         self.server_info = await self.request(
             "initialize", {"clientName": self.client_name, "flowControl": self.flow_control}
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import protocol
+
 
 class ExecError(Exception):
     """An error answer from the kernel (``code`` is the protocol's error code)."""
@@ -18,29 +20,29 @@ class ExecError(Exception):
 
 
 class ParseError(ExecError):
-    code = -32700
+    code = protocol.PARSE_ERROR
 
 
 class InvalidRequest(ExecError):
-    code = -32600
+    code = protocol.INVALID_REQUEST
 
 
 class MethodNotFound(ExecError):
-    code = -32601
+    code = protocol.METHOD_NOT_FOUND
 
 
 class InvalidParams(ExecError):
-    code = -32602
+    code = protocol.INVALID_PARAMS
 
 
 class SpawnFailed(ExecError):
     """-32603: the kernel could not start the program (the message says why)."""
 
-    code = -32603
+    code = protocol.INTERNAL_ERROR
 
 
 class LimitReached(ExecError):
-    code = -32010
+    code = protocol.LIMIT_REACHED
 
 
 _BY_CODE: dict[int, type[ExecError]] = {

@@ -1,14 +1,21 @@
 """The synchronous client: the asyncio implementation, driven from a private loop thread.
 
-One implementation, two faces (as httpx has ``Client`` and ``AsyncClient``): every
-call here runs the async twin's coroutine on a background loop and waits for it.
+A thin twin, and honest about how: each :class:`ExecClient` starts one daemon thread
+(``codex-exec-client``) running an asyncio loop; every method submits the async
+twin's coroutine to it and blocks until it is done; :meth:`ExecClient.close` stops
+the thread. httpx instead writes the I/O twice, natively per twin, because its sync
+transport is plain sockets. Ours is not: the work is ordering each process's events
+by seq, refilling gaps with ``process/read`` and acknowledging output under flow
+control, over jupyter_client's asyncio channels. Two copies of that logic would
+drift; one copy behind a loop thread cannot. The cost is one thread per client and
+a thread hop per call (tens of microseconds, far below a kernel round trip).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .aio import AsyncExecClient, AsyncProcess
@@ -102,19 +109,31 @@ class ExecClient:
 
     @classmethod
     def start(cls, kernel_name: str = "codex-exec", **kwargs: Any) -> ExecClient:
+        """Start a new kernel (ended again by :meth:`close`) and connect to it."""
+        return cls._open(lambda: AsyncExecClient.start(kernel_name, **kwargs))
+
+    @classmethod
+    def connect(cls, connection_file: str, **kwargs: Any) -> ExecClient:
+        """Connect to a running kernel by its connection file."""
+        return cls._open(lambda: AsyncExecClient.connect(connection_file, **kwargs))
+
+    @classmethod
+    def _open(cls, opener: Callable[[], Coroutine[Any, Any, AsyncExecClient]]) -> ExecClient:
         runner = _LoopThread()
         try:
-            client = runner.run(AsyncExecClient.start(kernel_name, **kwargs))
+            client = runner.run(opener())
         except BaseException:
             runner.stop()
             raise
         return cls(runner, client)
 
     @classmethod
-    def connect(cls, connection_file: str, **kwargs: Any) -> ExecClient:
+    def connect_url(cls, url: str, token: str | None = None, kernel_id: str | None = None,
+                    **kwargs: Any) -> ExecClient:  # fmt: skip
+        """Through a Jupyter server's websocket; see ``AsyncExecClient.connect_url``."""
         runner = _LoopThread()
         try:
-            client = runner.run(AsyncExecClient.connect(connection_file, **kwargs))
+            client = runner.run(AsyncExecClient.connect_url(url, token, kernel_id, **kwargs))
         except BaseException:
             runner.stop()
             raise
@@ -123,6 +142,11 @@ class ExecClient:
     @property
     def server_info(self) -> dict[str, Any]:
         return self._client.server_info
+
+    @property
+    def kernel_id(self) -> str | None:
+        """The kernel's id on the Jupyter server (``connect_url`` clients), else None."""
+        return getattr(self._client, "kernel_id", None)
 
     @property
     def subshell_id(self) -> str | None:

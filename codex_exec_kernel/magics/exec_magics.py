@@ -9,12 +9,13 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Enum, Float, Int
 
+from ..envpolicy import environ_with
 from ..protocol import SpawnSpec
 from ..service import ExecService
 from .display import Display, TtyDisplay
 from .options import HELP, UsageError, parse
 from .result import ExecFailed, ExecResult
-from .runner import CellRun
+from .runner import CellRun, RunOptions
 from .terminal_text import rendered_text
 
 MiB = 1024 * 1024
@@ -87,12 +88,11 @@ class ExecMagics(Magics):
 
     def _start(self, argv: list[str], args: Any, title: str) -> Any:
         table = self.service.table
-        env = table.child_base_env()  # the kernel's environment (kernelenv.py)
-        env.update(args.env)
         spec = SpawnSpec(
             argv=argv,
             cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd(),
-            env=env,
+            # the kernel's environment (kernelenv.py) with the --env overrides
+            env=environ_with(args.env, table.child_base_env()),
             tty=args.tty,
             pipe_stdin=args.input,
             size=_terminal_size(),
@@ -117,8 +117,10 @@ class ExecMagics(Magics):
             display = Display(limit=self.max_output_bytes, quiet=args.quiet)
         run = CellRun(
             self.service, proc, display,
-            capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
-            linger=self.linger, stdin_lines=args.input, input_fn=self._input,
+            RunOptions(
+                capture=args.capture, timeout=args.timeout, kill_window=self.kill_window,
+                linger=self.linger, stdin_lines=args.input, input_fn=self._input,
+            ),
         )  # fmt: skip
         outcome = run.run()
         if outcome.lingering and not args.quiet:

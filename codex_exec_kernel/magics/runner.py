@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..process import Event, ManagedProcess
@@ -49,42 +49,40 @@ class RunOutcome:
     lingering: bool
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a cell follows its process (from the %exec options and the magics' traits)."""
+
+    capture: bool
+    timeout: float | None
+    kill_window: float
+    linger: float
+    stdin_lines: bool
+    input_fn: Any = None
+
+
+@dataclass(eq=False)
 class CellRun:
     """Runs one command for one cell, from start to a closed (or lingering) process."""
 
-    def __init__(
-        self,
-        service: ExecService,
-        proc: ManagedProcess,
-        display: Display | TtyDisplay,
-        *,
-        capture: bool,
-        timeout: float | None,
-        kill_window: float,
-        linger: float,
-        stdin_lines: bool,
-        input_fn: Any = None,
-    ) -> None:
-        self.service = service
-        self.proc = proc
-        self.display = display
-        display.process_id = proc.process_id
-        self.capture = capture
-        self.timeout = timeout
-        self.kill_window = kill_window
-        self.linger = linger
-        self.stdin_lines = stdin_lines
-        self.input_fn = input_fn
-        self.sub = CellSubscriber()
-        self.captured: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray(),
-                                               "pty": bytearray()}  # fmt: skip
-        self.exit_code: int | None = None
-        self.signal: str | None = None
-        self.exited = threading.Event()
-        self.closed = False
-        self.timed_out = False
-        self.interrupted = False
-        self._last_interrupt = 0.0
+    service: ExecService
+    proc: ManagedProcess
+    display: Display | TtyDisplay
+    options: RunOptions
+    sub: CellSubscriber = field(default_factory=lambda: CellSubscriber())
+    captured: dict[str, bytearray] = field(
+        default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray(), "pty": bytearray()}
+    )
+    exit_code: int | None = None
+    signal: str | None = None
+    exited: threading.Event = field(default_factory=threading.Event)
+    closed: bool = False
+    timed_out: bool = False
+    interrupted: bool = False
+    _last_interrupt: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.display.process_id = self.proc.process_id
 
     # ------------------------------------------------------------------ table calls
     def _on_io(self, fn: Any, *args: Any) -> Any:
@@ -100,17 +98,17 @@ class CellRun:
         self.service.io.call(self.proc.ack, self.sub, seq)
 
     def _signal(self, signum: int) -> None:
-        self.service.io.call(self.proc.backend.signal, signum)
+        self.service.io.call(self.proc.send_signal, signum)
 
     def _terminate(self) -> None:
-        self.service.io.call(self.proc.backend.terminate, 2.0)
+        self.service.io.call(self.proc.terminate, 2.0)
 
     # ------------------------------------------------------------------ events
     def _handle(self, event: Event) -> None:
         if event.kind == "output":
             assert event.stream is not None
             self.display.write(event.stream, event.data)
-            if self.capture:
+            if self.options.capture:
                 self.captured[event.stream] += event.data
             self._ack(event.seq)
         elif event.kind == "exited":
@@ -135,7 +133,7 @@ class CellRun:
     def run(self) -> RunOutcome:
         self.start_following()
         try:
-            if self.stdin_lines:
+            if self.options.stdin_lines:
                 self._feed_stdin()
             self._follow()
         finally:
@@ -148,7 +146,7 @@ class CellRun:
         )  # fmt: skip
 
     def _follow(self) -> None:
-        deadline = time.monotonic() + self.timeout if self.timeout else None
+        deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         exited_at: float | None = None
         while not self.closed:
             try:
@@ -163,7 +161,7 @@ class CellRun:
                     exited_at = exited_at or now
                     # A background grandchild may hold the output open forever: the cell
                     # does not wait for it past the linger time.
-                    if now - exited_at > self.linger and self.sub.events.empty():
+                    if now - exited_at > self.options.linger and self.sub.events.empty():
                         return
             except KeyboardInterrupt:
                 self._on_interrupt()
@@ -171,14 +169,15 @@ class CellRun:
     def _on_interrupt(self) -> None:
         now = time.monotonic()
         self.interrupted = True
-        if now - self._last_interrupt < self.kill_window:
+        if now - self._last_interrupt < self.options.kill_window:
             self._signal(signal.SIGKILL)
             # the SIGKILL was sent: the exit follows at once
         else:
             self._signal(signal.SIGINT)
             if not self.display.quiet:
+                window = self.options.kill_window
                 sys.stderr.write(
-                    f"\n[interrupt sent; interrupt again within {self.kill_window:g}s to kill]\n"
+                    f"\n[interrupt sent; interrupt again within {window:g}s to kill]\n"
                 )
         self._last_interrupt = now
 
@@ -210,7 +209,7 @@ class CellRun:
             while not self.exited.is_set():
                 waiting.set()
                 try:
-                    line = self.input_fn("")
+                    line = self.options.input_fn("")
                 except EOFError:
                     line = ""
                 except KeyboardInterrupt:
@@ -221,9 +220,9 @@ class CellRun:
                 finally:
                     waiting.clear()
                 if not line:
-                    self._on_io(self.proc.backend.close_stdin)
+                    self._on_io(self.proc.close_stdin)
                     break
-                self._on_io(self.proc.backend.write, (line + "\n").encode())
+                self._on_io(self.proc.write, (line + "\n").encode())
         finally:
             done.set()
             pumper.join(1.0)

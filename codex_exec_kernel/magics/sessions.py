@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import os
 import shlex
 import sys
 import uuid
@@ -15,12 +14,14 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
+from ..envpolicy import environ_with
+from ..protocol import SpawnSpec
 from ..service import ExecService
 from ..sessions.api import SessionManager
-from ..sessions.cli import format_table, human_size
+from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
 from ..sessions.store import SessionError
-from ..showtext import command_text, one_line, when_text
+from ..showtext import when_text
 from .options import MagicParser, parse_magic_args
 from .result import ExecFailed
 
@@ -35,13 +36,10 @@ def start_background(magics: Magics, args: Any, argv: list[str], display: str) -
     """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
     kernel = getattr(magics.shell, "kernel", None)
     service = ExecService.of(kernel) if kernel is not None else None
-    env = service.table.child_base_env() if service is not None else dict(os.environ)
-    env.update(args.env)
+    base = service.table.child_base_env() if service is not None else None
+    spec = SpawnSpec(argv=argv, cwd=args.cwd, env=environ_with(args.env, base), tty=args.tty)
     try:
-        info = _manager(magics).create(
-            argv, session_id=args.session_id, cwd=os.path.abspath(args.cwd or os.getcwd()),
-            env=env, tty=args.tty, display=display,
-        )  # fmt: skip
+        info = _manager(magics).create(spec, session_id=args.session_id, display=display)
     except (SessionError, Exception) as exc:
         raise ExecFailed(f"could not start the session: {exc}") from None
     print(f"started background session {info.id} (pid {info.meta.pid}); "
@@ -73,7 +71,7 @@ class SessionTable:
                      exit_text, human_size(info.output_bytes))]  # fmt: skip
             created = html.escape(when_text(m.created_at))
             cells.append(f'<span title="{html.escape(m.created_at)}">{created}</span>')
-            command = html.escape(one_line(command_text(m.argv, m.display)))
+            command = html.escape(describe(info))
             cells.append(f'<code title="{html.escape(shlex.join(m.argv))}">{command}</code>')
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         return (
@@ -87,9 +85,10 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
-    """Options of a session magic; a usage error fails the cell, as in ``%exec``."""
+    """Options of a session magic; a usage error fails the cell, as in ``%exec``.
+    A trailing ``# comment`` is ignored, as a shell would (``%sessions  # list them``)."""
     try:
-        tokens = shlex.split(line)
+        tokens = shlex.split(line, comments=True)
     except ValueError as exc:
         raise ExecFailed(f"{parser.prog}: {exc}") from None
     return parse_magic_args(parser, tokens)
@@ -145,7 +144,8 @@ class SessionMagics(Magics):
                 print(f"\n[detached from {info.id}; it keeps running]")
                 return
             final = manager.get(info.id)
-            print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}]")
+            note = f"; {final.log_note}" if final.log_note else ""
+            print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}{note}]")
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None
 
@@ -164,6 +164,9 @@ class SessionMagics(Magics):
                     break
                 sys.stdout.write(chunk.data.decode("utf-8", "replace"))
                 offset = chunk.next_offset
+            note = manager.get(info.id).log_note
+            if note:
+                print(f"\n[{note}]")
             sys.stdout.flush()
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None

@@ -12,22 +12,22 @@ import contextlib
 import os
 import signal as _signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..protocol import EnvPolicy
-from ..spawn import signal_group
+from ..pgroup import end_group, group_alive
+from ..protocol import SpawnSpec
 from .client import AttachClient
 from .config import SessionConfig
+from .control import SessionUnreachable, signal_session, stop_session, wait_pidfd
+from .errors import SessionControlError, SessionError
 from .launch import create_session
+from .pidproof import group_remains_are_sessions, is_same_process
 from .store import (
     SessionInfo,
     SessionMeta,
     SessionNotFound,
     SessionStore,
-    group_alive,
-    lock_held,
-    process_start_ticks,
     validate_id,
 )
 
@@ -57,27 +57,22 @@ class SessionManager:
     # -- create / inspect
     def create(
         self,
-        argv: Sequence[str],
+        spec: SpawnSpec,
         *,
         session_id: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        env_policy: EnvPolicy | None = None,
-        tty: bool = False,
-        size: tuple[int, int] = (24, 80),
-        arg0: str | None = None,
         base_env: Mapping[str, str] | None = None,
+        default_cwd: str | None = None,
         display: str | None = None,
     ) -> SessionInfo:
-        """Start ``argv`` as a background session; returns once the child runs.
+        """Start ``spec`` as a background session; returns once the child runs.
 
-        ``env``/``env_policy`` follow ``process/start``'s rules against this process's
-        environment (or ``base_env``). Raises InvalidSessionId, SessionExists or LaunchError.
+        The environment and cwd follow ``process/start``'s rules (``envpolicy.resolve``)
+        against this process's environment (or ``base_env``) and cwd (or
+        ``default_cwd``). Raises InvalidSessionId, SessionExists or LaunchError.
         """
         meta = create_session(
-            self.store, self.config, argv, session_id=session_id, cwd=cwd, env=env,
-            env_policy=env_policy, tty=tty, size=size, arg0=arg0, base_env=base_env,
-            display=display,
+            self.store, self.config, spec, session_id=session_id, base_env=base_env,
+            default_cwd=default_cwd, display=display,
         )  # fmt: skip
         return self.store.get(meta.id)
 
@@ -130,46 +125,76 @@ class SessionManager:
 
     # -- control
     def signal(self, session_id: str, signum: int) -> bool:
-        """Signal the session's process group; False when it is not running."""
+        """Signal the session's process group through its supervisor; False when it is not
+        running. The pid in meta.json is never used: the supervisor holds the child."""
+        check_signal_number(signum)
         info = self.store.get(session_id)
-        if info.status != "running" or info.meta.pid is None:
+        if info.status in ("exited", "lost") or not self.store.supervised(session_id):
             return False
-        return signal_group(info.meta.pid, signum)
+        try:
+            signal_session(self.store, session_id, signum)
+        except SessionUnreachable:
+            if self.store.get(session_id).status in ("exited", "lost"):
+                return False  # it ended meanwhile (its supervisor is on its way out)
+            raise
+        return True
 
     def delete(self, session_id: str, grace: float | None = None) -> None:
         """End the session's process group (grace, then SIGKILL) and remove its directory.
 
-        Works for running, exited and lost sessions; what is left of the group of an
-        ended one (a grandchild) is ended too, once we are sure it is still ours.
+        Works for running, exited, lost and corrupt sessions. A running one is ended by
+        its own supervisor (asked over its socket); what is left of the group of an
+        ended one (a grandchild) is ended too, once proven to still be the session's.
         """
         grace = self.config.delete_grace if grace is None else grace
         info = self.store.get(session_id)
-        meta = info.meta
-        paths = self.store.paths(session_id)
-        if meta.pid is not None and _group_is_ours(meta, info.status):
-            _end_group(meta.pid, grace)
-        if info.status == "running" and meta.supervisor_pid is not None:
-            self._stop_supervisor(meta.supervisor_pid, paths.lock, grace)
+        if self.store.supervised(session_id):
+            try:
+                stop_session(self.store, session_id, grace)
+            except SessionUnreachable as exc:
+                if not self._ends_by_itself(session_id):
+                    self._stop_unreachable(info.meta, exc, grace)
+        meta = self.store.read_meta(session_id) or info.meta
+        pgid = meta.pid
+        if info.status != "corrupt" and pgid is not None and group_alive(pgid) \
+                and group_remains_are_sessions(pgid, meta.start_ticks):  # fmt: skip
+            end_group(pgid, grace)
         self.store.remove(session_id)
 
-    @staticmethod
-    def _stop_supervisor(pid: int, lock: str, grace: float) -> None:
-        """Wait for a running session's supervisor to exit (it does once the child is
-        gone); nudge it with SIGTERM and force it with SIGKILL if it hangs. The pid is
-        the supervisor's: the session was running, so its lock was held."""
-        if lock_held(lock):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, _signal.SIGTERM)
-            deadline = time.monotonic() + grace + 3.0
-            while lock_held(lock) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if lock_held(lock):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, _signal.SIGKILL)
-        # The lock goes first on its way out; let the process finish exiting too.
-        deadline = time.monotonic() + 2.0
-        while _running(pid) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def _ends_by_itself(self, session_id: str, timeout: float = 3.0) -> bool:
+        """An exited session's supervisor has removed its socket and is exiting: wait for
+        its lock to go rather than signal anything."""
+        if self.store.get(session_id).status != "exited":
+            return False
+        deadline = time.monotonic() + timeout
+        while self.store.supervised(session_id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.store.supervised(session_id)
+
+    def _stop_unreachable(self, meta: SessionMeta, why: SessionError, grace: float) -> None:
+        """The supervisor holds the lock but its socket is gone: signal it only if its pid
+        is proven by the start time recorded when it began."""
+        pid = meta.supervisor_pid
+        if pid is None or not is_same_process(pid, meta.supervisor_start_ticks):
+            raise SessionControlError(
+                f"{why}; and its supervisor's pid is not proven, so nothing was signalled "
+                f"(find the process holding {self.store.paths(meta.id).lock} with fuser)"
+            )
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return  # gone already
+        try:
+            if not is_same_process(pid, meta.supervisor_start_ticks):
+                return  # it exited before we held it
+            with contextlib.suppress(OSError):
+                _signal.pidfd_send_signal(pidfd, _signal.SIGTERM)
+            if not wait_pidfd(pidfd, time.monotonic() + grace + 3.0):
+                with contextlib.suppress(OSError):
+                    _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                wait_pidfd(pidfd, time.monotonic() + 2.0)
+        finally:
+            os.close(pidfd)
 
     # -- attach
     async def attach(self, session_id: str, from_offset: int | None = None) -> AttachClient:
@@ -180,44 +205,11 @@ class SessionManager:
         )
 
 
-def _group_is_ours(meta: SessionMeta, status: str) -> bool:
-    """Whether process group ``meta.pid`` is still the session's, despite pid reuse.
-
-    While the supervisor lives (running) it is. Otherwise: a pid that is some group's
-    id cannot be handed to a new process, so if nobody has that pid the group is the
-    original one's remains; if somebody has it, its start time must be the child's.
-    """
-    assert meta.pid is not None
-    if not group_alive(meta.pid):
-        return False
-    if status == "running":
-        return True
-    ticks = process_start_ticks(meta.pid)
-    if ticks is None:
-        return not os.path.exists(f"/proc/{meta.pid}")
-    return meta.start_ticks is not None and ticks == meta.start_ticks
-
-
-def _running(pid: int) -> bool:
-    """A live process that is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
-
-
-def _end_group(pgid: int, grace: float) -> None:
-    for signum in (_signal.SIGHUP, _signal.SIGTERM, _signal.SIGCONT):
-        signal_group(pgid, signum)
-    deadline = time.monotonic() + grace
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if group_alive(pgid):
-        signal_group(pgid, _signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+def check_signal_number(signum: int) -> int:
+    """A signal number we may send (1 .. NSIG-1), else ValueError saying the range."""
+    if not 0 < signum < _signal.NSIG:
+        raise ValueError(f"signal {signum} is out of range: use 1 to {_signal.NSIG - 1}")
+    return signum
 
 
 __all__ = ["LogChunk", "SessionManager", "SessionNotFound"]

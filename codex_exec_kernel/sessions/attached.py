@@ -111,6 +111,10 @@ class AttachedSessionBackend(ProcessBackend):
         self._resumed.set()  # a paused pump must see the end
         return attached
 
+    def kill(self) -> None:
+        """A background session is not ours to end: let go of it at once."""
+        self.terminate(0.0)
+
     def close(self) -> None:
         self._detached = True
         self._finished = True  # the entry is closed: no more sink calls

@@ -15,9 +15,10 @@ import signal as _signal
 import sys
 from collections.abc import Sequence
 
-from ..protocol import SIGNALS
+from ..envpolicy import environ_with
+from ..protocol import SIGNALS, SpawnSpec
 from ..showtext import command_text, one_line, when_text
-from .api import SessionManager
+from .api import SessionManager, check_signal_number
 from .config import SessionConfig
 from .launch import LaunchError
 from .store import SessionError, SessionInfo
@@ -44,7 +45,8 @@ def add_session_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="set an environment variable (repeatable); the rest is inherited",
     )  # fmt: skip
     p.add_argument("--size", metavar="ROWSxCOLS", help="terminal size (default: yours, or 24x80)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    # Not dest="command": the top-level parser of `codex-exec` stores its subcommand there.
+    p.add_argument("argv", metavar="command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     p = sub.add_parser("list", help="list sessions, newest first")
     p.add_argument("--json", action="store_true", help="print JSON (the session/list shape)")
@@ -85,14 +87,28 @@ def run_session_command(args: argparse.Namespace, config: SessionConfig | None =
     }[args.session_command]  # fmt: skip
     try:
         return command(manager, args)
-    except (SessionError, LaunchError, ValueError) as exc:
-        message = exc.message if isinstance(exc, LaunchError) else str(exc)
-        print(f"codex-exec session {args.session_command}: error: {message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # every error is one line, never a traceback
+        print(f"codex-exec session {args.session_command}: error: {error_line(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong, for a person (no traceback)."""
+    if isinstance(exc, LaunchError):
+        message = exc.message
+    elif isinstance(exc, (SessionError, ValueError)):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        message = f"{exc.strerror or exc}{where}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split()) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -117,7 +133,7 @@ def _parse_size(value: str | None) -> tuple[int, int]:
 
 
 def _create(manager: SessionManager, args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.argv)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -128,11 +144,11 @@ def _create(manager: SessionManager, args: argparse.Namespace) -> int:
         if not sep or not key or "\0" in item:
             raise ValueError(f"--env must be KEY=VALUE, got {item!r}")
         overrides[key] = value
-    env = {**os.environ, **overrides} if overrides else None
-    info = manager.create(
-        command, session_id=args.session_id, cwd=args.cwd, env=env, tty=args.tty,
-        size=_parse_size(args.size),
+    spec = SpawnSpec(
+        argv=command, cwd=args.cwd, env=environ_with(overrides) if overrides else None,
+        tty=args.tty, size=_parse_size(args.size),
     )  # fmt: skip
+    info = manager.create(spec, session_id=args.session_id)
     print(info.id)
     return 0
 
@@ -156,13 +172,22 @@ def format_table(infos: Sequence[SessionInfo]) -> str:
             exit_text = m.signal or str(m.exit_code)
         rows.append((
             str(info.index), m.id, str(m.pid or "-"), info.status, exit_text,
-            human_size(info.output_bytes), when_text(m.created_at),
-            one_line(command_text(m.argv, m.display)),
+            human_size(info.output_bytes), when_text(m.created_at), describe(info),
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
              for r in rows]  # fmt: skip
     return "\n".join(line.rstrip() for line in lines)
+
+
+def describe(info: SessionInfo) -> str:
+    """The command, or why the session is corrupt, plus a note if output was dropped."""
+    if info.problem is not None:
+        text = f"[{info.problem}; delete it with: codex-exec session delete {info.id}]"
+    else:
+        text = one_line(command_text(info.meta.argv, info.meta.display))
+    note = info.log_note
+    return f"{text}  [{note}]" if note else text
 
 
 def _list(manager: SessionManager, args: argparse.Namespace) -> int:
@@ -192,13 +217,18 @@ def _logs(manager: SessionManager, args: argparse.Namespace) -> int:
     if args.follow:
         for chunk in manager.follow(info.id, offset):
             _write_out(chunk.data)
-        return 0
-    while True:
-        chunk = manager.read_log(info.id, offset)
-        if not chunk.data:
-            return 0
-        _write_out(chunk.data)
-        offset = chunk.next_offset
+    else:
+        while True:
+            chunk = manager.read_log(info.id, offset)
+            if not chunk.data:
+                break
+            _write_out(chunk.data)
+            offset = chunk.next_offset
+    final = manager.get(info.id)
+    if final.log_note:
+        lost = f"{final.dropped_bytes} bytes of output were not logged"
+        print(f"codex-exec session logs: {final.id}: {final.log_note}: {lost}", file=sys.stderr)
+    return 0
 
 
 def parse_signal_name(name: str) -> int:
@@ -207,7 +237,7 @@ def parse_signal_name(name: str) -> int:
     if lowered in SIGNALS:
         return SIGNALS[lowered]
     if name.isdigit():
-        return int(name)
+        return check_signal_number(int(name))
     upper = name.upper()
     upper = upper if upper.startswith("SIG") else "SIG" + upper
     try:

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from . import wire
+from .control import SessionUnreachable, connect_socket
+from .errors import CorruptSession
 from .store import SessionMeta, SessionStore
 
 QUEUE_HIGH = 64  # events (each at most 256 KiB) before we pause the socket
@@ -69,6 +71,9 @@ class AttachClient:
         self._stdin_closed = False
         self._replay_from: int | None = None
         self.meta: SessionMeta | None = None
+        #: Why this is a replay of a session that should be running (socket deleted,
+        #: attach refused...), or why a live attach ended without an exit; None if neither.
+        self.lost_reason: str | None = None
 
     # -- opening
     @classmethod
@@ -85,12 +90,22 @@ class AttachClient:
         Raises :class:`SessionNotFound` for an unknown id.
         """
         info = store.get(session_id)
+        if info.status == "corrupt":
+            raise CorruptSession(info.id, info.problem or "unreadable")
         client = cls(store, info.id)
         client.meta = info.meta
         if info.status == "running":
-            with contextlib.suppress(OSError, ConnectionError, asyncio.TimeoutError):
+            try:
                 await client._connect(from_offset)
                 return client
+            except SessionUnreachable as exc:
+                client.lost_reason = str(exc)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                client.lost_reason = f"session {info.id}: attaching failed: {exc}"
+        elif info.status == "lost":
+            client.lost_reason = (
+                f"session {info.id} was lost: its supervisor is gone without recording an exit"
+            )
         # Ended (or it ended while we connected): replay the log from the file.
         client.meta = store.read_meta(info.id) or info.meta
         size = store.log_size(info.id)
@@ -101,8 +116,7 @@ class AttachClient:
 
     async def _connect(self, from_offset: int | None) -> None:
         loop = asyncio.get_running_loop()
-        paths = self.store.paths(self.session_id)
-        sock = paths.connect(timeout=5.0)
+        sock = await asyncio.to_thread(connect_socket, self.store, self.session_id, 5.0)
         sock.setblocking(False)
         self._welcomed = loop.create_future()
         try:
@@ -156,11 +170,17 @@ class AttachClient:
 
     def _fail(self, message: str) -> None:
         self.error = message
+        self.lost_reason = f"session {self.session_id}: the supervisor refused: {message}"
         if self._welcomed is not None and not self._welcomed.done():
-            self._welcomed.set_exception(ConnectionError(message))
+            self._welcomed.set_exception(SessionUnreachable(self.lost_reason))
         self.close()
 
     def _on_lost(self) -> None:
+        if not self._ended and self.exit is None and self.lost_reason is None:
+            self.lost_reason = (
+                f"session {self.session_id}: its supervisor closed the connection without "
+                f"recording an exit (it was killed or crashed)"
+            )
         self._ended = True
         if self._welcomed is not None and not self._welcomed.done():
             self._welcomed.set_exception(ConnectionError("the supervisor closed the connection"))

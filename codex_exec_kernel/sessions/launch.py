@@ -15,12 +15,14 @@ import os
 import selectors
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from ..envpolicy import child_environment
-from ..protocol import EnvPolicy
+from ..envpolicy import resolve
+from ..protocol import SpawnSpec
 from ..spawn import SpawnError, spawn
 from .config import SessionConfig
+from .errors import SessionError
+from .files import remove_entry
 from .store import SessionMeta, SessionStore, now_iso
 from .supervisor import LaunchSpec
 
@@ -28,7 +30,9 @@ SUPERVISOR_MODULE = "codex_exec_kernel.sessions.supervisor"
 
 
 class LaunchError(SpawnError):
-    """The session could not be started (spawn failed, supervisor died); nothing is left."""
+    """The session could not be started (spawn failed, supervisor died); nothing is left.
+
+    A :class:`SpawnError`, so the protocol answers it as a failed spawn (``-32603``)."""
 
 
 def _package_root() -> str:
@@ -48,16 +52,11 @@ def supervisor_environment(base: Mapping[str, str]) -> dict[str, str]:
 def create_session(
     store: SessionStore,
     config: SessionConfig,
-    argv: Sequence[str],
+    spec: SpawnSpec,
     *,
     session_id: str | None = None,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    env_policy: EnvPolicy | None = None,
-    tty: bool = False,
-    size: tuple[int, int] = (24, 80),
-    arg0: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    default_cwd: str | None = None,
     display: str | None = None,
 ) -> SessionMeta:
     """Create and start a session; returns its meta once the child runs.
@@ -65,34 +64,50 @@ def create_session(
     Raises :class:`InvalidSessionId`/:class:`SessionExists` before touching anything,
     and :class:`LaunchError` (directory removed again) when the child cannot start.
     """
-    if not argv:
+    if not spec.argv:
         raise ValueError("argv must be a non-empty list of strings")
-    base = os.environ if base_env is None else base_env
-    cwd = os.path.abspath(cwd) if cwd else os.getcwd()
+    env, cwd = resolve(spec, base_env, default_cwd)
     if session_id is not None:
         store.paths(session_id)  # validates before anything is created
-    sid = store.reserve(session_id)
     created_at = now_iso()
-    try:
-        store.write_meta(
-            SessionMeta(id=sid, argv=list(argv), cwd=cwd, tty=tty, created_at=created_at,
-                        size=size, display=display)
-        )  # fmt: skip
-        spec = LaunchSpec(
-            session_id=sid, home=store.home, argv=list(argv), cwd=cwd,
-            env=child_environment(base, env, env_policy, tty), tty=tty, size=size,
-            created_at=created_at, arg0=arg0, attach_tail_bytes=config.attach_tail_bytes,
-            exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
-            kill_grace=config.delete_grace, display=display,
-        )  # fmt: skip
-        answer = _start_supervisor(spec, config.start_timeout)
-    except BaseException:
-        store.remove(sid)
-        raise
+    argv, tty, size = list(spec.argv), spec.tty, spec.size
+    with store.open_root(create=True) as root:
+        assert root is not None
+        sid = store.reserve_at(root, session_id)
+        # From here on creation is all-or-nothing: any failure removes the directory,
+        # through the root fd we already hold (so even fd exhaustion cannot leave a ghost).
+        try:
+            with store.open_session(sid) as dir_fd:
+                store.write_meta(
+                    SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at,
+                                size=size, display=display),
+                    dir_fd,
+                )  # fmt: skip
+            launch = LaunchSpec(
+                session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
+                created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
+                exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
+                kill_grace=config.delete_grace, display=display,
+            )  # fmt: skip
+            answer = _start_supervisor(launch, config.start_timeout)
+        except BaseException as exc:
+            _undo(root, sid, store.paths(sid).dir, exc)
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise LaunchError(f"could not create session {sid}: {reason}") from None
+            raise
     meta = store.read_meta(sid)
     if meta is None or meta.pid != answer.get("pid"):
         raise LaunchError(f"session {sid} started but its meta.json is unreadable")
     return meta
+
+
+def _undo(root: int, sid: str, shown: str, cause: BaseException) -> None:
+    """Remove a half-created session; if even that fails, say both things in one error."""
+    try:
+        remove_entry(root, sid, shown)
+    except (OSError, SessionError) as exc:
+        raise LaunchError(f"could not create session {sid} ({cause}), and {exc}") from None
 
 
 def _start_supervisor(spec: LaunchSpec, timeout: float) -> dict[str, object]:

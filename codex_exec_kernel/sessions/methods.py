@@ -9,43 +9,34 @@ also carries every other process's output, never stalls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..dispatcher import Reply
+from ..dispatcher import ConnectionState, Dispatcher, Reply
 from ..protocol import (
-    MAX_WAIT_MS,
-    SpawnSpec,
-    _Reader,
+    SESSION_PROCESS_PREFIX,
+    NoParams,
+    SessionAttachParams,
+    SessionCreateParams,
+    SessionDeleteParams,
+    SessionLogsParams,
+    SessionSignalParams,
     encode_bytes,
-    invalid_params,
     invalid_request,
-    parse_signal,
 )
 from .api import SessionManager
 from .attached import attach_backend
 from .config import SessionConfig
-from .store import InvalidSessionId, SessionExists, SessionNotFound, validate_id
+from .store import SessionError, SessionExists, SessionNotFound
 
-MAX_LOG_CHUNK = 16 * 1024 * 1024
-DEFAULT_LOG_CHUNK = 1024 * 1024
-Buffers = Sequence[bytes | memoryview]
-Handler = Callable[[Any, Any, Buffers], Coroutine[Any, Any, Any]]
+#: A ``session/*`` handler: typed params in, a result or :class:`Reply` out.
+Handler = Callable[[ConnectionState, Any], Awaitable[Any]]
 
 
 def process_id_of(session_id: str) -> str:
-    """The process-table name of an attached session."""
-    return f"session:{session_id}"
-
-
-def _session_id(r: _Reader, name: str = "id", *, required: bool = True) -> str | None:
-    value = r.string(name, required=required)
-    if value is None:
-        return None
-    try:
-        return validate_id(value)
-    except InvalidSessionId as exc:
-        raise invalid_params(str(exc)) from None
+    """The process-table name of an attached session (a prefix nobody else may use)."""
+    return f"{SESSION_PROCESS_PREFIX}{session_id}"
 
 
 class SessionMethods:
@@ -60,33 +51,25 @@ class SessionMethods:
         except SessionNotFound:
             raise invalid_request(f"unknown session id {session_id!r}") from None
 
-    async def create(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
-        r = _Reader(params)
-        spec = SpawnSpec.read(r)
-        session_id = _session_id(r, required=False)
+    async def create(self, ctx: ConnectionState, params: SessionCreateParams) -> dict[str, Any]:
         table = ctx.table
-        base = table.child_base_env()
-        cwd = spec.cwd or table.child_cwd()
+        table.check_spec(params.spec)
         try:
+            # The kernel's environment and current directory (kernelenv.py), taken now.
             info = await asyncio.to_thread(
-                self.manager.create, spec.argv, session_id=session_id, cwd=cwd, env=spec.env,
-                env_policy=spec.env_policy, tty=spec.tty, size=spec.size, arg0=spec.arg0,
-                base_env=dict(base),
+                self.manager.create, params.spec, session_id=params.session_id,
+                base_env=table.child_base_env(), default_cwd=table.child_cwd(),
             )  # fmt: skip
         except SessionExists as exc:
             raise invalid_request(str(exc)) from None
         return {"id": info.id, "pid": info.meta.pid}
 
-    async def list(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
-        _Reader(params)
+    async def list(self, ctx: ConnectionState, params: NoParams) -> dict[str, Any]:
         infos = await asyncio.to_thread(self.manager.list)
         return {"sessions": [info.to_json() for info in infos]}
 
-    async def attach(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
-        r = _Reader(params)
-        session_id = _session_id(r)
-        assert session_id is not None
-        from_offset = r.integer("fromOffset", lo=0)
+    async def attach(self, ctx: ConnectionState, params: SessionAttachParams) -> dict[str, Any]:
+        session_id = params.session_id
         self._known(session_id)
         table = ctx.table
         pid = process_id_of(session_id)
@@ -99,8 +82,9 @@ class SessionMethods:
             table.remove(existing)  # a detached entry still retained: make room
         try:
             backend = await attach_backend(
-                self.manager.store, session_id, from_offset, self.manager.config.attach_tail_bytes
-            )
+                self.manager.store, session_id, params.from_offset,
+                self.manager.config.attach_tail_bytes,
+            )  # fmt: skip
         except SessionNotFound:  # deleted meanwhile
             raise invalid_request(f"unknown session id {session_id!r}") from None
         meta = backend.client.meta
@@ -114,16 +98,10 @@ class SessionMethods:
             raise
         return {"processId": pid}
 
-    async def logs(self, ctx: Any, params: Any, buffers: Buffers) -> Any:
-        r = _Reader(params)
-        session_id = _session_id(r)
-        assert session_id is not None
-        offset = r.integer("offset", default=0, lo=0)
-        max_bytes = r.integer("maxBytes", default=DEFAULT_LOG_CHUNK, lo=1)
-        assert offset is not None and max_bytes is not None
-        self._known(session_id)
+    async def logs(self, ctx: ConnectionState, params: SessionLogsParams) -> Reply:
+        self._known(params.session_id)
         chunk = await asyncio.to_thread(
-            self.manager.read_log_raw, session_id, offset, min(max_bytes, MAX_LOG_CHUNK)
+            self.manager.read_log_raw, params.session_id, params.offset, params.max_bytes
         )
         out: list[bytes] | None = [] if ctx.binary else None
         result = {
@@ -134,41 +112,51 @@ class SessionMethods:
         }
         return Reply(result, out)
 
-    async def signal(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
-        r = _Reader(params)
-        session_id = _session_id(r)
-        assert session_id is not None
-        signum = parse_signal(r)
-        self._known(session_id)
-        await asyncio.to_thread(self.manager.signal, session_id, signum)
+    async def signal(self, ctx: ConnectionState, params: SessionSignalParams) -> dict[str, Any]:
+        self._known(params.session_id)
+        await asyncio.to_thread(self.manager.signal, params.session_id, params.signum)
         return {}
 
-    async def delete(self, ctx: Any, params: Any, buffers: Buffers) -> dict[str, Any]:
-        r = _Reader(params)
-        session_id = _session_id(r)
-        assert session_id is not None
-        default_ms = int(self.manager.config.delete_grace * 1000)
-        grace_ms = r.integer("graceMs", default=default_ms, lo=0, hi=MAX_WAIT_MS)
-        assert grace_ms is not None
-        self._known(session_id)
+    async def delete(self, ctx: ConnectionState, params: SessionDeleteParams) -> dict[str, Any]:
+        self._known(params.session_id)
+        grace = self.manager.config.delete_grace
+        if params.grace_ms is not None:
+            grace = params.grace_ms / 1000
         try:
-            await asyncio.to_thread(self.manager.delete, session_id, grace_ms / 1000)
+            await asyncio.to_thread(self.manager.delete, params.session_id, grace)
         except SessionNotFound:
-            raise invalid_request(f"unknown session id {session_id!r}") from None
+            raise invalid_request(f"unknown session id {params.session_id!r}") from None
         return {}
 
-    def handlers(self) -> dict[str, Handler]:
+    def routes(self) -> dict[str, tuple[Any, Handler]]:
         return {
-            "session/create": self.create,
-            "session/list": self.list,
-            "session/attach": self.attach,
-            "session/logs": self.logs,
-            "session/signal": self.signal,
-            "session/delete": self.delete,
+            method: (params, _session_errors_are_requests(handler))
+            for method, (params, handler) in {
+                "session/create": (SessionCreateParams, self.create),
+                "session/list": (NoParams, self.list),
+                "session/attach": (SessionAttachParams, self.attach),
+                "session/logs": (SessionLogsParams, self.logs),
+                "session/signal": (SessionSignalParams, self.signal),
+                "session/delete": (SessionDeleteParams, self.delete),
+            }.items()
         }
 
 
-def register_session_methods(dispatcher: Any, config: SessionConfig | None = None) -> None:
-    """Add every ``session/*`` method to ``dispatcher`` (kernel and stdio server call this)."""
-    for method, handler in SessionMethods(config).handlers().items():
-        dispatcher.register(method, handler)
+def _session_errors_are_requests(handler: Handler) -> Handler:
+    """A refused store, a corrupt or unreachable session → ``-32600`` with its one-line
+    message (not an internal error with a traceback in the server's log)."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: ConnectionState, params: Any) -> Any:
+        try:
+            return await handler(ctx, params)
+        except SessionError as exc:
+            raise invalid_request(str(exc)) from None
+
+    return wrapped
+
+
+def register_session_methods(dispatcher: Dispatcher, config: SessionConfig | None = None) -> None:
+    """Add every ``session/*`` method to ``dispatcher`` (see ``server.build_server``)."""
+    for method, (params, handler) in SessionMethods(config).routes().items():
+        dispatcher.register(method, params, handler)

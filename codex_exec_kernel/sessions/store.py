@@ -3,11 +3,19 @@
 Every face (CLI, protocol methods, magics, the supervisor itself) goes through
 this module, so there is exactly one idea of what a session directory holds:
 
-    <home>/sessions/<id>/        0700
-        meta.json                0600  written atomically (tmp + rename)
-        output.log               0600  every output byte, appended as it comes
-        lock                     0600  flock'ed (exclusive) by the live supervisor
-        sock                     0600  the supervisor's attach socket
+    <home>/                      ours, not writable by group/others, not a symlink
+      sessions/                  0700, same checks
+        <id>/                    0700, same checks
+            meta.json            0600  written atomically (O_EXCL tmp + fsync + rename)
+            record               0600  4 KiB preallocated; exit + dropped output, in place
+            output.log           0600  every output byte, appended as it comes
+            lock                 0600  flock'ed (exclusive) by the live supervisor
+            sock                 0600  the supervisor's attach socket
+
+Every directory is opened with O_NOFOLLOW and checked on its fd (:mod:`.trust`);
+every file is opened relative to that fd with O_NOFOLLOW. A session whose files
+cannot be read or trusted is listed as ``corrupt`` with the reason and can be
+deleted; it never breaks the others.
 
 Liveness is the lock, not a pid: a pid check is fooled by pid reuse after a reboot
 or a SIGKILL, while a flock vanishes with the process that held it.
@@ -16,46 +24,72 @@ or a SIGKILL, while a flock vanishes with the process that held it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import re
-import shutil
-import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from ..protocol import SESSION_ID_PATTERN
 from . import names
+from .errors import (
+    AmbiguousSelector,
+    CorruptSession,
+    InvalidSessionId,
+    SessionError,
+    SessionExists,
+    SessionNotFound,
+    UnsafeStore,
+)
+from .files import (
+    LOCK,
+    LOG,
+    META,
+    RECORD,
+    SOCK,
+    SUPERVISOR_LOG,
+    lock_held,
+    log_size_at,
+    missing_at,
+    read_record,
+    remove_entry,
+    tail_offset_at,
+    write_json_at,
+)
+from .meta import (
+    MAX_META_BYTES,
+    ExitRecord,
+    MetaError,
+    SessionMeta,
+    now_iso,
+    parse_iso,
+)
+from .pidproof import process_start_ticks
+from .trust import (
+    closing_fd,
+    describe_open_error,
+    dir_problem,
+    ensure_dir,
+    ensure_home,
+    open_dir,
+    open_file,
+)
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+__all__ = [
+    "AmbiguousSelector", "CorruptSession", "ExitRecord", "InvalidSessionId", "SessionError",
+    "SessionExists", "SessionInfo", "SessionMeta", "SessionNotFound", "SessionStore",
+    "UnsafeStore", "lock_held", "now_iso", "parse_iso", "process_start_ticks",
+    "validate_id",
+]  # fmt: skip
+
+ID_PATTERN = SESSION_ID_PATTERN
 #: A session whose supervisor has not taken its lock yet counts as running this long.
 STARTING_GRACE = 30.0
 #: AF_UNIX paths longer than this are reached through /proc/self/fd (see socket_address).
 _MAX_SUN_PATH = 100
-
-
-class SessionError(Exception):
-    """Base of every session error; the message is meant for a person."""
-
-
-class InvalidSessionId(SessionError, ValueError):
-    """Not ``[A-Za-z0-9_-]{1,64}``: refused before anything touches the disk."""
-
-
-class SessionExists(SessionError):
-    """Creating a session whose id is taken."""
-
-
-class SessionNotFound(SessionError):
-    """No session matches the id or selector."""
-
-
-class AmbiguousSelector(SessionError):
-    """A prefix that matches more than one session."""
 
 
 def validate_id(value: Any) -> str:
@@ -70,120 +104,33 @@ def validate_id(value: Any) -> str:
     return value
 
 
-def now_iso() -> str:
-    """ISO 8601 UTC with microseconds: sortable as a string, readable by people."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), to tell reused pids apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    try:
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (ValueError, IndexError):
-        return None
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie.
-
-    ``killpg(pgid, 0)`` also succeeds for zombies, and where init does not reap (some
-    containers) an orphan's zombie lingers forever; so look at the members' states.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return True
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class SessionMeta:
-    """What meta.json holds. ``status`` is the last writer's view; readers recompute it."""
-
-    id: str
-    argv: list[str]
-    cwd: str
-    tty: bool
-    created_at: str
-    pid: int | None = None
-    supervisor_pid: int | None = None
-    start_ticks: int | None = None
-    ended_at: str | None = None
-    exit_code: int | None = None
-    signal: str | None = None
-    status: str = "running"
-    size: tuple[int, int] = (24, 80)
-    display: str | None = None  # the command as the user typed it (argv has the details)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "argv": self.argv, "cwd": self.cwd, "tty": self.tty,
-            "pid": self.pid, "supervisorPid": self.supervisor_pid,
-            "startTicks": self.start_ticks, "createdAt": self.created_at,
-            "endedAt": self.ended_at, "exitCode": self.exit_code, "signal": self.signal,
-            "status": self.status, "size": {"rows": self.size[0], "cols": self.size[1]},
-            "display": self.display,
-        }  # fmt: skip
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> SessionMeta:
-        size = obj.get("size") or {}
-        return cls(
-            id=str(obj["id"]),
-            argv=[str(a) for a in obj.get("argv") or []],
-            cwd=str(obj.get("cwd") or ""),
-            tty=bool(obj.get("tty")),
-            created_at=str(obj.get("createdAt") or ""),
-            pid=obj.get("pid"),
-            supervisor_pid=obj.get("supervisorPid"),
-            start_ticks=obj.get("startTicks"),
-            ended_at=obj.get("endedAt"),
-            exit_code=obj.get("exitCode"),
-            signal=obj.get("signal"),
-            status=str(obj.get("status") or "running"),
-            size=(int(size.get("rows", 24)), int(size.get("cols", 80))),
-            display=str(obj["display"]) if obj.get("display") is not None else None,
-        )
-
-
 @dataclass(frozen=True)
 class SessionInfo:
-    """A session as listed: its meta, its live status and how much output it has logged."""
+    """A session as listed: its meta, its live status and how much output it has logged.
+
+    ``status`` is ``running``, ``exited``, ``lost`` or ``corrupt`` (then ``problem``
+    says why, and ``meta`` is a placeholder holding only the id). ``dropped_bytes``
+    counts output the supervisor could not log (full disk).
+    """
 
     meta: SessionMeta
     status: str
     output_bytes: int
     index: int = field(default=-1, compare=False)
+    problem: str | None = None
+    dropped_bytes: int = 0
+    dropped_reason: str | None = None
 
     @property
     def id(self) -> str:
         return self.meta.id
+
+    @property
+    def log_note(self) -> str | None:
+        """``log truncated (disk full)`` when output was dropped, else None."""
+        if not self.dropped_bytes:
+            return None
+        return f"log truncated ({self.dropped_reason or 'write failed'})"
 
     def to_json(self) -> dict[str, Any]:
         """The ``session/list`` entry (plus a few extra fields clients may ignore)."""
@@ -192,98 +139,48 @@ class SessionInfo:
             "id": m.id, "pid": m.pid, "argv": m.argv, "tty": m.tty, "status": self.status,
             "exitCode": m.exit_code, "signal": m.signal, "createdAt": m.created_at,
             "endedAt": m.ended_at, "outputBytes": self.output_bytes, "cwd": m.cwd,
-            "supervisorPid": m.supervisor_pid, "index": self.index, "display": m.display,
+            "supervisorPid": m.supervisor_pid, "index": self.index, "problem": self.problem,
+            "droppedBytes": self.dropped_bytes, "logNote": self.log_note, "display": m.display,
         }  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SessionPaths:
-    """The files of one session directory."""
+    """The files of one session directory, as paths (for people and messages).
+
+    The store itself opens them relative to a checked directory fd, never by path.
+    """
 
     dir: str
 
     @property
     def meta(self) -> str:
-        return os.path.join(self.dir, "meta.json")
+        return os.path.join(self.dir, META)
+
+    @property
+    def record(self) -> str:
+        return os.path.join(self.dir, RECORD)
 
     @property
     def log(self) -> str:
-        return os.path.join(self.dir, "output.log")
+        return os.path.join(self.dir, LOG)
 
     @property
     def lock(self) -> str:
-        return os.path.join(self.dir, "lock")
+        return os.path.join(self.dir, LOCK)
 
     @property
     def sock(self) -> str:
-        return os.path.join(self.dir, "sock")
+        return os.path.join(self.dir, SOCK)
 
     @property
     def supervisor_log(self) -> str:
-        return os.path.join(self.dir, "supervisor.log")
-
-    @contextlib.contextmanager
-    def socket_address(self) -> Iterator[str]:
-        """An AF_UNIX address for ``sock``, valid inside the ``with``.
-
-        ``sun_path`` holds ~108 bytes and homes can be deep (pytest tmp dirs), so a
-        long path is reached through an open fd of the directory:
-        ``/proc/self/fd/N/sock`` is short and Linux resolves it like the real path.
-        """
-        if len(os.fsencode(self.sock)) <= _MAX_SUN_PATH:
-            yield self.sock
-            return
-        dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            yield f"/proc/self/fd/{dirfd}/sock"
-        finally:
-            os.close(dirfd)
-
-    def connect(self, timeout: float | None = 5.0) -> socket.socket:
-        """A connected, blocking socket to the supervisor (OSError when nobody listens)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            with self.socket_address() as address:
-                sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return os.path.join(self.dir, SUPERVISOR_LOG)
 
 
-def write_json_atomic(path: str, obj: dict[str, Any]) -> None:
-    """Write ``obj`` to ``path`` through a tmp file and a rename: readers never see half a file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def lock_held(path: str) -> bool:
-    """Whether some process holds an exclusive flock on ``path`` (i.e. a live supervisor)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)  # also drops our shared lock
-    return False
+def _iso_of(seconds: float) -> str:
+    when = datetime.fromtimestamp(seconds, timezone.utc)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class SessionStore:
@@ -297,93 +194,242 @@ class SessionStore:
     def paths(self, session_id: str) -> SessionPaths:
         return SessionPaths(os.path.join(self.root, validate_id(session_id)))
 
+    @contextlib.contextmanager
+    def open_root(self, *, create: bool = False) -> Iterator[int | None]:
+        """The checked fd of ``<home>/sessions``; None when there is no store yet.
+
+        Refuses (:class:`UnsafeStore`, one line saying how to fix it) a home or
+        sessions directory that is a symlink, not ours, or writable by others.
+        """
+        fd: int | None = None
+        try:
+            home_fd = ensure_home(self.home) if create else open_dir(self.home)
+            with closing_fd(home_fd):
+                opener = ensure_dir if create else open_dir
+                fd = opener("sessions", dir_fd=home_fd, shown=self.root)
+        except FileNotFoundError:
+            fd = None
+        except OSError as exc:
+            raise UnsafeStore(
+                f"cannot open the session store {self.root}: {exc.strerror or exc}"
+            ) from None
+        if fd is None:
+            yield None
+            return
+        with closing_fd(fd):
+            yield fd
+
     def ensure_root(self) -> None:
-        """Create ``<home>/sessions`` (0700 for what we create)."""
-        for path in (self.home, self.root):
-            try:
-                os.makedirs(path, mode=0o700, exist_ok=False)
-            except FileExistsError:
-                pass
-        os.chmod(self.root, 0o700)
+        """Create ``<home>/sessions`` (0700) if needed, and check it."""
+        with self.open_root(create=True):
+            pass
+
+    def _open_session_at(self, root: int, session_id: str) -> int:
+        """The checked fd of a session directory: SessionNotFound or CorruptSession."""
+        shown = self.paths(session_id).dir
+        try:
+            st = os.stat(session_id, dir_fd=root, follow_symlinks=False)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session {session_id!r}") from None
+        problem = dir_problem(st)
+        if problem is not None:
+            raise CorruptSession(session_id, f"its directory {problem}")
+        try:
+            return open_dir(session_id, dir_fd=root, shown=shown)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session {session_id!r}") from None
+        except OSError as exc:  # UnsafeStore included: it changed under us
+            raise CorruptSession(session_id, f"cannot open its directory: {exc}") from None
+
+    def open_session_fd(self, session_id: str) -> int:
+        """The checked fd of one session's directory (the caller closes it)."""
+        validate_id(session_id)
+        with self.open_root() as root:
+            if root is None:
+                raise SessionNotFound(f"no session {session_id!r}")
+            return self._open_session_at(root, session_id)
+
+    @contextlib.contextmanager
+    def open_session(self, session_id: str) -> Iterator[int]:
+        """The checked fd of one session's directory, for reading and writing its files."""
+        with closing_fd(self.open_session_fd(session_id)) as fd:
+            yield fd
 
     def exists(self, session_id: str) -> bool:
         return os.path.lexists(self.paths(session_id).dir)
 
-    def reserve(self, session_id: str | None) -> str:
-        """Take an id by creating its directory (atomic); generate one when None."""
-        self.ensure_root()
+    def reserve_at(self, root: int, session_id: str | None) -> str:
+        """Take an id by creating its directory in the checked ``root`` (atomic)."""
         if session_id is not None:
-            paths = self.paths(session_id)
+            validate_id(session_id)
             try:
-                os.mkdir(paths.dir, 0o700)
+                os.mkdir(session_id, 0o700, dir_fd=root)
             except FileExistsError:
                 raise SessionExists(f"session {session_id!r} already exists") from None
-            os.chmod(paths.dir, 0o700)
             return session_id
         while True:
             name = names.generate(self.exists)
             try:
-                os.mkdir(self.paths(name).dir, 0o700)
+                os.mkdir(name, 0o700, dir_fd=root)
             except FileExistsError:
                 continue  # somebody took it between the check and the mkdir
-            os.chmod(self.paths(name).dir, 0o700)
             return name
 
+    def reserve(self, session_id: str | None) -> str:
+        """Take an id by creating its directory (atomic); generate one when None."""
+        with self.open_root(create=True) as root:
+            assert root is not None
+            return self.reserve_at(root, session_id)
+
     def remove(self, session_id: str) -> None:
-        shutil.rmtree(self.paths(session_id).dir, ignore_errors=True)
+        """Remove a session's directory (or whatever non-directory sits at its name)."""
+        validate_id(session_id)
+        with self.open_root() as root:
+            if root is not None:
+                remove_entry(root, session_id, self.paths(session_id).dir)
 
     # -- meta
-    def write_meta(self, meta: SessionMeta) -> None:
-        write_json_atomic(self.paths(meta.id).meta, meta.to_json())
+    def write_meta(self, meta: SessionMeta, dir_fd: int | None = None) -> None:
+        if dir_fd is not None:
+            write_json_at(dir_fd, META, meta.to_json())
+            return
+        with self.open_session(meta.id) as fd:
+            write_json_at(fd, META, meta.to_json())
+
+    def load_meta(self, session_id: str, dir_fd: int) -> SessionMeta:
+        """The validated meta of the session in ``dir_fd``, or :class:`CorruptSession`."""
+        try:
+            fd = open_file(META, os.O_RDONLY | os.O_NONBLOCK, dir_fd)
+        except OSError as exc:
+            raise CorruptSession(session_id, describe_open_error(exc, META)) from None
+        with closing_fd(fd):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CorruptSession(session_id, f"{META} is not a regular file")
+            if st.st_size > MAX_META_BYTES:
+                raise CorruptSession(session_id, f"{META} is larger than {MAX_META_BYTES} bytes")
+            data = os.pread(fd, MAX_META_BYTES + 1, 0)
+        if not data.strip():
+            raise CorruptSession(session_id, f"{META} is empty")
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptSession(session_id, f"{META} is not valid JSON ({exc})") from None
+        try:
+            return SessionMeta.from_json(obj, session_id)
+        except MetaError as exc:
+            raise CorruptSession(session_id, str(exc)) from None
 
     def read_meta(self, session_id: str) -> SessionMeta | None:
-        """The meta, or None when the directory or its meta.json is missing or unreadable."""
+        """The meta (with the exit from the record if only that has it), or None when the
+        session is missing, unreadable or corrupt."""
         try:
-            with open(self.paths(session_id).meta, encoding="utf-8") as f:
-                obj = json.load(f)
-            return SessionMeta.from_json(obj)
-        except (OSError, ValueError, KeyError, TypeError):
+            with self.open_session(session_id) as fd:
+                return self._current(session_id, fd, self.load_meta(session_id, fd))
+        except (SessionError, OSError):
             return None
 
-    def status(self, meta: SessionMeta) -> str:
+    def _current(self, session_id: str, fd: int, meta: SessionMeta) -> SessionMeta:
+        """``meta`` completed by the exit record (the exit survives a full disk there)."""
+        if meta.ended_at is not None:
+            return meta
+        record = read_record(fd)
+        if record is None or record.ended_at is None:
+            return meta
+        return replace(meta, ended_at=record.ended_at, exit_code=record.exit_code,
+                       signal=record.signal, status="exited")  # fmt: skip
+
+    def _status_at(self, session_id: str, fd: int, meta: SessionMeta) -> tuple[str, SessionMeta]:
         """``running`` / ``exited`` / ``lost``, decided by the exit record and the lock."""
         if meta.ended_at is not None:
-            return "exited"
-        paths = self.paths(meta.id)
-        if lock_held(paths.lock):
-            return "running"
-        again = self.read_meta(meta.id)  # it may have ended between our two reads
-        if again is not None and again.ended_at is not None:
-            return "exited"
-        if meta.supervisor_pid is None and _age(paths.dir) < STARTING_GRACE:
-            return "running"  # still starting: the supervisor has not taken its lock yet
-        return "lost"
+            return "exited", meta
+        if lock_held(LOCK, fd):
+            return "running", meta
+        # It may have ended between our reads; and where meta.json could not be rewritten
+        # (a full disk), the record has the exit.
+        with contextlib.suppress(CorruptSession):
+            meta = self.load_meta(session_id, fd)
+        meta = self._current(session_id, fd, meta)
+        if meta.ended_at is not None:
+            return "exited", meta
+        if meta.supervisor_pid is None and _age(fd) < STARTING_GRACE:
+            return "running", meta  # still starting: the supervisor has not taken its lock yet
+        return "lost", meta
+
+    def status(self, meta: SessionMeta) -> str:
+        try:
+            with self.open_session(meta.id) as fd:
+                return self._status_at(meta.id, fd, meta)[0]
+        except SessionNotFound:
+            return "lost"
+
+    def supervised(self, session_id: str) -> bool:
+        """Whether a live supervisor holds the session's lock (running, or corrupt but alive)."""
+        try:
+            with self.open_session(session_id) as fd:
+                return lock_held(LOCK, fd)
+        except (SessionError, OSError):
+            return False
 
     def log_size(self, session_id: str) -> int:
         try:
-            return os.stat(self.paths(session_id).log).st_size
-        except OSError:
+            with self.open_session(session_id) as fd:
+                return log_size_at(fd)
+        except (SessionError, OSError):
             return 0
 
-    def info(self, session_id: str) -> SessionInfo | None:
-        meta = self.read_meta(session_id)
-        if meta is None:
+    def _info_at(self, root: int, session_id: str) -> SessionInfo | None:
+        try:
+            fd = self._open_session_at(root, session_id)
+        except SessionNotFound:
             return None
-        status = self.status(meta)
-        if status == "exited":
-            meta = self.read_meta(session_id) or meta
-        return SessionInfo(meta, status, self.log_size(session_id))
+        except CorruptSession as exc:
+            return self._corrupt(root, session_id, exc.reason, None)
+        with closing_fd(fd):
+            try:
+                meta = self.load_meta(session_id, fd)
+            except CorruptSession as exc:
+                if missing_at(META, fd) and _age(fd) < STARTING_GRACE:
+                    return None  # being created: its meta.json comes in a moment
+                reason = exc.reason
+                if lock_held(LOCK, fd):
+                    reason += "; its supervisor is still running"
+                return self._corrupt(root, session_id, reason, fd)
+            status, meta = self._status_at(session_id, fd, meta)
+            record = read_record(fd)
+            dropped = record.dropped_bytes if record is not None else 0
+            return SessionInfo(
+                meta, status, log_size_at(fd), dropped_bytes=dropped,
+                dropped_reason=record.dropped_reason if record is not None else None,
+            )  # fmt: skip
+
+    @staticmethod
+    def _corrupt(root: int, session_id: str, reason: str, fd: int | None) -> SessionInfo:
+        try:
+            created = _iso_of(os.stat(session_id, dir_fd=root, follow_symlinks=False).st_mtime)
+        except OSError:
+            created = ""
+        meta = SessionMeta(id=session_id, argv=[], cwd="", tty=False, created_at=created,
+                           status="corrupt")  # fmt: skip
+        size = log_size_at(fd) if fd is not None else 0
+        return SessionInfo(meta, "corrupt", size, problem=reason)
+
+    def info(self, session_id: str) -> SessionInfo | None:
+        """The session as listed (``corrupt`` with a reason if need be); None if missing."""
+        validate_id(session_id)
+        with self.open_root() as root:
+            return None if root is None else self._info_at(root, session_id)
 
     def ids(self) -> list[str]:
-        try:
-            entries = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
-        return [e for e in entries if ID_PATTERN.fullmatch(e)]
+        with self.open_root() as root:
+            return [] if root is None else _ids_at(root)
 
     def list(self) -> list[SessionInfo]:
-        """Every readable session, newest first, each with its index (0 = newest)."""
-        infos = [info for sid in self.ids() if (info := self.info(sid)) is not None]
+        """Every session (corrupt ones too), newest first, each with its index (0 = newest)."""
+        with self.open_root() as root:
+            if root is None:
+                return []
+            infos = [info for sid in _ids_at(root) if (info := self._info_at(root, sid))]
         infos.sort(key=lambda i: (i.meta.created_at, i.meta.id), reverse=True)
         return [replace(info, index=n) for n, info in enumerate(infos)]
 
@@ -422,53 +468,49 @@ class SessionStore:
         raise SessionNotFound(f"no session matches {selector!r}; sessions: {shown}")
 
     # -- logs
+    @contextlib.contextmanager
+    def open_log(self, session_id: str) -> Iterator[int | None]:
+        """A read fd of the session's log (None when there is no log yet)."""
+        with self.open_session(session_id) as dir_fd:
+            try:
+                fd = open_file(LOG, os.O_RDONLY | os.O_NONBLOCK, dir_fd)
+            except FileNotFoundError:
+                fd = None
+            except OSError as exc:
+                raise CorruptSession(session_id, describe_open_error(exc, LOG)) from None
+        if fd is None:
+            yield None
+            return
+        with closing_fd(fd):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CorruptSession(session_id, f"{LOG} is not a regular file")
+            yield fd
+
     def read_log(self, session_id: str, offset: int, max_bytes: int) -> tuple[bytes, int, int]:
         """``(data, offset, size)``: up to ``max_bytes`` at ``offset`` (clamped to the size)."""
-        try:
-            fd = os.open(self.paths(session_id).log, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return b"", 0, 0
-        try:
+        with self.open_log(session_id) as fd:
+            if fd is None:
+                return b"", 0, 0
             size = os.fstat(fd).st_size
             offset = min(max(offset, 0), size)
             data = os.pread(fd, min(max_bytes, size - offset), offset) if size > offset else b""
-        finally:
-            os.close(fd)
         return data, offset, size
 
     def tail_offset(self, session_id: str, lines: int) -> int:
         """Offset of the start of the last ``lines`` lines of the log."""
-        size = self.log_size(session_id)
-        if lines <= 0:
-            return size
-        path = self.paths(session_id).log
-        with open(path, "rb") as f:
-            pos = size
-            # A trailing newline ends the last line; it does not start a new one.
-            f.seek(max(size - 1, 0))
-            skip_last = size > 0 and f.read(1) == b"\n"
-            count = 0
-            while pos > 0:
-                start = max(0, pos - 65536)
-                f.seek(start)
-                block = f.read(pos - start)
-                end = len(block)
-                if pos == size and skip_last:
-                    end -= 1
-                idx = end
-                while True:
-                    idx = block.rfind(b"\n", 0, idx)
-                    if idx < 0:
-                        break
-                    count += 1
-                    if count == lines:
-                        return start + idx + 1
-                pos = start
-        return 0
+        with self.open_log(session_id) as fd:
+            if fd is None:
+                return 0
+            size = os.fstat(fd).st_size
+            return size if lines <= 0 else tail_offset_at(fd, size, lines)
 
 
-def _age(path: str) -> float:
+def _ids_at(root: int) -> list[str]:
+    return [e for e in os.listdir(root) if ID_PATTERN.fullmatch(e)]
+
+
+def _age(dir_fd: int) -> float:
     try:
-        return time.time() - os.stat(path).st_mtime
+        return time.time() - os.fstat(dir_fd).st_mtime
     except OSError:
         return float("inf")

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -38,16 +39,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..backend import LocalBackend
-from ..spawn import SpawnError, signal_group, spawn
+from ..pgroup import end_group_async, signal_group
+from ..spawn import SpawnError, spawn
 from . import wire
-from .store import (
-    SessionMeta,
-    SessionPaths,
-    SessionStore,
-    group_alive,
-    now_iso,
-    process_start_ticks,
-)
+from .errors import SessionError
+from .files import LOCK, LOG, SOCK, SUPERVISOR_LOG, create_record, socket_address, write_record
+from .meta import ExitRecord, SessionMeta, now_iso
+from .pidproof import process_start_ticks
+from .store import SessionStore
+from .trust import open_file
 
 CHUNK = 256 * 1024
 HELLO_TIMEOUT = 10.0
@@ -253,19 +253,26 @@ class Supervisor:
     """The running state of one session: child backend, log, clients."""
 
     def __init__(
-        self, spec: LaunchSpec, store: SessionStore, meta: SessionMeta, backend: LocalBackend
+        self,
+        spec: LaunchSpec,
+        store: SessionStore,
+        meta: SessionMeta,
+        backend: LocalBackend,
+        files: SessionFiles,
     ) -> None:
         self.spec = spec
         self.store = store
-        self.paths = store.paths(spec.session_id)
+        self.files = files
         self.meta = meta
         self.backend = backend
         self.loop = backend.loop
-        self.log_fd = os.open(
-            self.paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        self.read_fd = os.open(self.paths.log, os.O_RDONLY | os.O_CLOEXEC)
+        self.log_fd = files.log_fd
+        self.read_fd = files.read_fd
         self.size = os.fstat(self.log_fd).st_size
+        #: Output that could not be logged (full disk), and why; kept in the record.
+        self.dropped = 0
+        self.dropped_reason: str | None = None
+        self._stop_grace = spec.kill_grace
         self.default_stream = "pty" if spec.tty else "stdout"
         self._seg_starts: list[int] = []
         self._seg_streams: list[str] = []
@@ -292,12 +299,34 @@ class Supervisor:
         while view:
             try:
                 n = os.write(self.log_fd, view)
-            except OSError:
-                # Disk full or gone: the child must not block on us, so this output is lost.
+            except OSError as exc:
+                # Disk full or gone: the child must not block on us, so this output is lost;
+                # the record (preallocated) says so.
+                self._dropped(len(view), exc)
                 break
             self.size += n
             view = view[n:]
         self._wake_clients()
+
+    def _dropped(self, count: int, exc: OSError) -> None:
+        first = self.dropped == 0
+        self.dropped += count
+        self.dropped_reason = _DROP_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+        if first:
+            self._write_record(sync=False)
+
+    def _write_record(self, *, sync: bool) -> bool:
+        code, sig = self.exit if self.finished and self.exit is not None else (None, None)
+        record = ExitRecord(
+            ended_at=self.meta.ended_at if self.finished else None, exit_code=code, signal=sig,
+            dropped_bytes=self.dropped, dropped_reason=self.dropped_reason,
+        )  # fmt: skip
+        try:
+            write_record(self.files.record_fd, record, sync=sync)
+        except OSError as exc:
+            _log(self.files.dir_fd, f"could not write the exit record: {exc}")
+            return False
+        return True
 
     def on_stream_eof(self, stream: str) -> None:
         self._open_streams.discard(stream)
@@ -327,8 +356,10 @@ class Supervisor:
         self.meta = replace(
             self.meta, ended_at=now_iso(), exit_code=code, signal=sig, status="exited"
         )
-        with contextlib.suppress(OSError):  # the directory may be being deleted
-            self.store.write_meta(self.meta)
+        # The record first: it is rewritten in place, so a full disk cannot lose the exit.
+        self._write_record(sync=True)
+        with contextlib.suppress(OSError):  # a full disk, or the directory being deleted
+            self.store.write_meta(self.meta, self.files.dir_fd)
         self._wake_clients()
         self.loop.create_task(self._shutdown_when_drained())
 
@@ -340,22 +371,19 @@ class Supervisor:
             await self._kill_group_after_grace()
         self._done.set()
 
-    def request_stop(self) -> None:
-        """SIGTERM/SIGINT: end the child's group (grace, then SIGKILL); we exit after it."""
+    def request_stop(self, grace: float | None = None) -> None:
+        """SIGTERM/SIGINT/Terminate: end the child's group (grace, then SIGKILL); then exit."""
+        if grace is not None:
+            self._stop_grace = grace
         if self.finished:
             self._terminating = True
             return
         if not self._terminating:
             self._terminating = True
-            self.backend.terminate(self.spec.kill_grace)
+            self.backend.terminate(self._stop_grace)
 
     async def _kill_group_after_grace(self) -> None:
-        pgid = self.backend.pid
-        deadline = time.monotonic() + self.spec.kill_grace
-        while group_alive(pgid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if group_alive(pgid):
-            signal_group(pgid, signal.SIGKILL)
+        await end_group_async(self.backend.pid, self._stop_grace, terminate=False)
 
     # -- clients
     def _wake_clients(self) -> None:
@@ -396,6 +424,8 @@ class Supervisor:
                 self.backend.signal(msg.signum)
         elif isinstance(msg, wire.CloseStdin):
             self.backend.close_stdin()
+        elif isinstance(msg, wire.Terminate):
+            self.request_stop(msg.grace)
 
     async def serve(self, server_sock: socket.socket) -> None:
         self.loop.add_reader(server_sock.fileno(), self._accept, server_sock)
@@ -408,14 +438,12 @@ class Supervisor:
             self.loop.remove_reader(server_sock.fileno())
             server_sock.close()
             with contextlib.suppress(OSError):
-                os.unlink(self.paths.sock)
+                os.unlink(SOCK, dir_fd=self.files.dir_fd)
             for client in list(self.clients):
                 client.close()
             for task in list(self.client_tasks):
                 task.cancel()
             self.backend.close()
-            os.close(self.log_fd)
-            os.close(self.read_fd)
 
 
 def _same_user(sock: socket.socket | None) -> bool:
@@ -427,15 +455,63 @@ def _same_user(sock: socket.socket | None) -> bool:
     return uid == os.getuid()
 
 
-def _bind(paths: SessionPaths) -> socket.socket:
+_DROP_REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}
+
+
+@dataclass
+class SessionFiles:
+    """The supervisor's files, all opened (O_NOFOLLOW) through its checked directory fd."""
+
+    dir_fd: int
+    lock_fd: int
+    record_fd: int
+    log_fd: int
+    read_fd: int
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.log_fd, self.record_fd, self.lock_fd, self.dir_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def open_files(store: SessionStore, session_id: str) -> SessionFiles:
+    """Take the lock and create the record and the log, each with O_EXCL where it is new."""
+    opened: list[int] = []
+
+    def keep(fd: int) -> int:
+        opened.append(fd)
+        return fd
+
+    try:
+        dir_fd = keep(store.open_session_fd(session_id))
+        lock_fd = keep(open_file(LOCK, os.O_RDWR | os.O_CREAT, dir_fd))
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we exit
+        except BlockingIOError:
+            raise SessionError(f"session {session_id} already has a supervisor") from None
+        record_fd = keep(create_record(dir_fd))
+        log_fd = keep(open_file(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, dir_fd))
+        read_fd = keep(open_file(LOG, os.O_RDONLY, dir_fd))
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return SessionFiles(dir_fd, lock_fd, record_fd, log_fd, read_fd)
+
+
+def _bind(dir_fd: int) -> socket.socket:
+    """Listen on ``sock`` in our directory, bound through its fd (no path can redirect it)."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths.sock)  # stale, from a lost supervisor: we hold the lock now
+        os.unlink(SOCK, dir_fd=dir_fd)  # stale, from a lost supervisor: we hold the lock now
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with paths.socket_address() as address:
-        sock.bind(address)
-    os.chmod(paths.sock, 0o600)
-    sock.listen(64)
-    sock.setblocking(False)
+    try:
+        sock.bind(socket_address(dir_fd))
+        os.chmod(socket_address(dir_fd), 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -453,17 +529,19 @@ def _detach_stdio() -> None:
 def run(spec: LaunchSpec) -> int:
     """Start the child and supervise it; returns the supervisor's exit status."""
     store = SessionStore(spec.home)
-    paths = store.paths(spec.session_id)
-    lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until we exit: "running" means this lock
+    try:
+        files = open_files(store, spec.session_id)
+    except (OSError, SessionError) as exc:
+        _report({"error": f"session setup failed: {exc}"})
+        return 1
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        server_sock = _bind(paths)
+        server_sock = _bind(files.dir_fd)
         child = spawn(spec.argv, env=spec.env, cwd=spec.cwd, tty=spec.tty, pipe_stdin=True,
                       arg0=spec.arg0, size=spec.size)  # fmt: skip
     except SpawnError as exc:
-        _report({"error": exc.message, "code": exc.code})
+        _report({"error": exc.message})
         return 1
     except OSError as exc:
         _report({"error": f"session setup failed: {exc}"})
@@ -471,22 +549,24 @@ def run(spec: LaunchSpec) -> int:
     meta = SessionMeta(
         id=spec.session_id, argv=spec.argv, cwd=spec.cwd, tty=spec.tty,
         created_at=spec.created_at, pid=child.pid, supervisor_pid=os.getpid(),
-        start_ticks=process_start_ticks(child.pid), status="running", size=spec.size,
-        display=spec.display,
+        start_ticks=process_start_ticks(child.pid),
+        supervisor_start_ticks=process_start_ticks(os.getpid()), status="running",
+        size=spec.size, display=spec.display,
     )  # fmt: skip
     backend = LocalBackend(child, spec.tty, loop)
     try:
-        store.write_meta(meta)
-        supervisor = Supervisor(spec, store, meta, backend)
-    except BaseException:
+        store.write_meta(meta, files.dir_fd)
+        supervisor = Supervisor(spec, store, meta, backend, files)
+    except Exception as exc:  # e.g. a full disk: the creator removes the directory
         signal_group(child.pid, signal.SIGKILL)
-        raise
+        _report({"error": f"session setup failed: {exc}"})
+        return 1
     _report({"ok": True, "pid": child.pid, "supervisorPid": os.getpid()})
     _detach_stdio()
     try:
         loop.run_until_complete(supervisor.serve(server_sock))
     except BaseException:
-        _log_crash(paths)
+        _log(files.dir_fd, f"crashed:\n{traceback.format_exc()}")
         if not supervisor.finished:  # never leave the child behind unsupervised
             signal_group(child.pid, signal.SIGTERM)
             time.sleep(spec.kill_grace)
@@ -494,20 +574,16 @@ def run(spec: LaunchSpec) -> int:
         return 1
     finally:
         loop.close()
-    os.close(lock_fd)
+    files.close()
     return 0
 
 
-def _log(paths: SessionPaths, text: str) -> None:
+def _log(dir_fd: int, text: str) -> None:
     """Append to supervisor.log: our stdio is /dev/null, and failures must be findable."""
     with contextlib.suppress(OSError):
-        fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_file(SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, dir_fd)
         with os.fdopen(fd, "a") as f:
             f.write(f"{now_iso()} supervisor {os.getpid()}: {text}\n")
-
-
-def _log_crash(paths: SessionPaths) -> None:
-    _log(paths, f"crashed:\n{traceback.format_exc()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -523,7 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         _report({"error": f"bad launch spec: {exc}"})
         return 2
-    return run(spec)
+    try:
+        return run(spec)
+    except Exception as exc:  # before the answer (fd exhaustion...): say so in one line
+        _report({"error": f"session setup failed: {exc}"})
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from . import wire
 from .api import SessionManager
+from .client import AttachClient
 
 
 def parse_keys(spec: str) -> bytes:
@@ -84,6 +85,16 @@ def _terminal_size(fd: int) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
+def _forward_file(fd: int, matcher: DetachMatcher, client: AttachClient) -> None:
+    """Forward a non-pollable stdin (a file, /dev/null) up to its end or a detach key."""
+    while data := os.read(fd, 65536):
+        forward, wants_detach = matcher.feed(data)
+        if forward:
+            client.write(forward)
+        if wants_detach:
+            return
+
+
 async def attach_terminal(
     manager: SessionManager,
     session_id: str,
@@ -137,7 +148,11 @@ async def attach_terminal(
         if raw:
             tty.setraw(stdin_fd, termios.TCSANOW)
         if client.live:
-            loop.add_reader(stdin_fd, on_stdin)
+            try:
+                loop.add_reader(stdin_fd, on_stdin)
+            except PermissionError:  # a regular file or /dev/null cannot be polled:
+                _forward_file(stdin_fd, matcher, client)  # send it all, then detach
+                detach()
             if client.tty:
                 loop.add_signal_handler(signal.SIGWINCH, on_winch)
                 handlers.append(signal.SIGWINCH)
@@ -169,5 +184,6 @@ async def attach_terminal(
             f"Reattach with: codex-exec session attach {client.session_id}]{eol}"
         )
         return 0
-    sys.stderr.write(f"{eol}[session {client.session_id} was lost: its supervisor is gone]{eol}")
+    reason = client.lost_reason or f"session {client.session_id} was lost: its supervisor is gone"
+    sys.stderr.write(f"{eol}[{reason}]{eol}")
     return 1

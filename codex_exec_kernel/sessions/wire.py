@@ -157,6 +157,19 @@ class Error(Message):
         return _json({"message": self.message})
 
 
+@dataclass(frozen=True)
+class Terminate(Message):
+    """Client → supervisor: end the child's process group (SIGHUP+SIGTERM+SIGCONT, SIGKILL
+    after ``grace`` seconds), then exit. How ``session delete`` ends a running session
+    without trusting a pid from disk."""
+
+    TYPE: ClassVar[int] = 10
+    grace: float
+
+    def payload(self) -> bytes:
+        return _json({"grace": self.grace})
+
+
 def _obj(payload: bytes) -> dict[str, Any]:
     try:
         value = json.loads(payload)
@@ -205,6 +218,11 @@ def decode(kind: int, payload: bytes) -> Message:
         return Signal(_int(_obj(payload), "signal"))
     if kind == CloseStdin.TYPE:
         return CloseStdin()
+    if kind == Terminate.TYPE:
+        grace = _obj(payload).get("grace")
+        if not isinstance(grace, (int, float)) or isinstance(grace, bool) or not 0 <= grace <= 3600:
+            raise WireError("grace must be a number of seconds between 0 and 3600")
+        return Terminate(float(grace))
     if kind == Error.TYPE:
         return Error(str(_obj(payload).get("message", "")))
     raise WireError(f"unknown frame type {kind}")

@@ -16,10 +16,11 @@ from typing import Any
 
 from ..dispatcher import ConnectionState
 from ..iothread import IOThread
+from ..protocol import COMM_TARGET
 
 log = logging.getLogger("codex_exec_kernel")
 
-TARGET = "codex.exec"
+TARGET = COMM_TARGET
 
 
 class CommConnection:
@@ -37,7 +38,9 @@ class CommConnection:
         self.comm = comm
         self.io = io
         self._publish = publish
-        #: The latest message from the client: replies and notifications name it as parent.
+        #: The latest message from the client: replies and notifications name it as
+        #: parent. Written and read on the I/O thread only: the thread that receives a
+        #: message hands it over together with the message (see :meth:`_on_msg`).
         self.parent = parent
         self.state: ConnectionState | None = None
         io.run(self._connect)
@@ -49,16 +52,21 @@ class CommConnection:
 
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         """Called on the I/O thread by the dispatcher."""
+        self.io.table.owner.check()
         self._publish(self.comm, message, buffers, self.parent)
 
     def _on_msg(self, msg: dict[str, Any]) -> None:
         """Called on the thread that served the comm message: hand it to the I/O loop."""
-        self.parent = msg
         data = msg.get("content", {}).get("data")
         buffers = [bytes(b) for b in msg.get("buffers") or []]
+        self.io.call(self._handle, msg, data, buffers)
+
+    def _handle(self, msg: dict[str, Any], data: Any, buffers: list[bytes]) -> None:
+        """On the I/O thread: this message becomes the parent of what answers it."""
+        self.parent = msg
         state = self.state
         assert state is not None
-        self.io.call(self.io.dispatcher.handle, state, data, buffers)
+        self.io.dispatcher.handle(state, data, buffers)
 
     def _on_close(self, msg: dict[str, Any]) -> None:
         state = self.state

@@ -10,22 +10,21 @@ processes it follows stop being read, so memory stays bounded and nothing is los
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 from typing import Any
 
-from traitlets import Int
-from traitlets.config import Application, Configurable
+from jupyter_core.application import JupyterApp
+from traitlets import Int, default
+from traitlets.config import Configurable
 
 from ..dispatcher import ConnectionState, Dispatcher
-from ..protocol import PARSE_ERROR, ProtocolError, error_response
+from ..protocol import PARSE_ERROR, ProtocolError, encode_line, error_response
+from ..server import build_server
 from ..sessions.config import SessionConfig
-from ..sessions.methods import register_session_methods
 from ..table import ProcessTable
-from ..watchdog import Watchdog
 
 log = logging.getLogger("codex_exec_kernel")
 
@@ -36,10 +35,22 @@ class StdioServer(Configurable):
     """Serves one connection on a pair of pipes."""
 
     max_message_bytes = Int(
-        64 * MiB, config=True, help="Longest input line accepted; longer ones are refused."
+        12 * MiB,
+        config=True,
+        help="Longest input line accepted; longer ones are refused. Fits the largest "
+        "process/write (8 MiB, base64); parsing a longer line would hold the loop.",
     )
     write_high_water = Int(
-        4 * MiB, config=True, help="Output buffered for a slow peer before processes pause."
+        4 * MiB,
+        config=True,
+        help="Output buffered for a peer that does not read; past it the processes it "
+        "follows pause and no more requests are read until it drains.",
+    )
+    max_requests_in_flight = Int(
+        16,
+        config=True,
+        help="Requests still waiting for their answer (process/read with waitMs, "
+        "session/*); past it no more requests are read until one is answered.",
     )
 
     def __init__(self, table: ProcessTable, dispatcher: Dispatcher, **kwargs: Any) -> None:
@@ -50,6 +61,11 @@ class StdioServer(Configurable):
         self.done = asyncio.Event()
         self.state: ConnectionState | None = None
         self._writer: asyncio.WriteTransport | None = None
+        self._input: asyncio.ReadTransport | None = None
+        self._buf = bytearray()  # input not handled yet: a partial line, or lines held back
+        self._scanned = 0  # bytes of _buf known to hold no newline
+        self._discarding = False  # skipping the rest of a line that is too long
+        self._output_full = False
 
     # Connection protocol ---------------------------------------------------
     binary = False
@@ -57,11 +73,7 @@ class StdioServer(Configurable):
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         if self._writer is None or self._writer.is_closing():
             return
-        if message.get("method") == "process/output":
-            line = _output_line(message["params"])
-        else:
-            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        self._writer.write(line)
+        self._writer.write(encode_line(message))
 
     # ------------------------------------------------------------------------
     async def serve(self, in_fd: int, out_fd: int) -> None:
@@ -69,23 +81,20 @@ class StdioServer(Configurable):
 
         class _Out(asyncio.Protocol):
             def pause_writing(self) -> None:
-                if server.state:
-                    server.state.set_congested(True)
+                server._set_output_full(True)
 
             def resume_writing(self) -> None:
-                if server.state:
-                    server.state.set_congested(False)
+                server._set_output_full(False)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 server.done.set()
 
         class _In(asyncio.Protocol):
-            def __init__(self) -> None:
-                self.buf = bytearray()
-                self.discarding = False
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                server._input = transport  # type: ignore[assignment]
 
             def data_received(self, data: bytes) -> None:
-                server._on_data(self, data)
+                server._on_data(data)
 
             def eof_received(self) -> bool:
                 server.done.set()
@@ -102,68 +111,77 @@ class StdioServer(Configurable):
         except ValueError:  # a regular file: plain blocking writes are fine there
             self._writer = _FileWriter(out_pipe)  # type: ignore[assignment]
         self.state = self.dispatcher.connect(self)
+        self.state.on_request_done = self._handle_lines
         try:
             await self.loop.connect_read_pipe(_In, in_pipe)
         except ValueError:  # a regular file: read it in a thread
-            reader = _In()
-            self.loop.run_in_executor(None, self._read_file, in_pipe, reader)
+            self.loop.run_in_executor(None, self._read_file, in_pipe)
         await self.done.wait()
 
-    def _read_file(self, pipe: Any, reader: Any) -> None:
+    def _read_file(self, pipe: Any) -> None:
         while chunk := pipe.read(1 << 20):
-            self.loop.call_soon_threadsafe(self._on_data, reader, chunk)
+            self.loop.call_soon_threadsafe(self._on_data, chunk)
         self.loop.call_soon_threadsafe(self.done.set)
 
-    def _on_data(self, reader: Any, data: bytes) -> None:
+    # Input: lines are handled one by one while the peer reads what we write. When our
+    # output buffer passes ``write_high_water`` (the peer stopped reading stdout), the
+    # processes this connection follows pause (congestion) and we stop taking requests:
+    # the lines already read wait in ``_buf`` and the pipe is not read, so no request
+    # can make us queue more than one more answer. Both resume when the buffer drains.
+    def _set_output_full(self, full: bool) -> None:
+        self._output_full = full
+        if self.state is not None:
+            self.state.set_congested(full)
+        if not full:
+            self._handle_lines()
+
+    def _holding(self) -> bool:
+        """Whether requests must wait: the peer is not reading, or too many are pending."""
         assert self.state is not None
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
+        return self._output_full or self.state.in_flight >= self.max_requests_in_flight
+
+    def _on_data(self, data: bytes) -> None:
+        if self._discarding:
+            nl = data.find(b"\n")
             if nl < 0:
-                if not reader.discarding:
-                    reader.buf += data[start:]
-                    if len(reader.buf) > self.max_message_bytes:
-                        reader.buf.clear()
-                        reader.discarding = True
-                        self._too_long()
                 return
-            piece = data[start:nl]
+            self._discarding = False
+            data = data[nl + 1 :]
+        self._buf += data
+        self._handle_lines()
+
+    def _handle_lines(self) -> None:
+        assert self.state is not None
+        buf = self._buf
+        start = 0
+        while not self._holding():
+            nl = buf.find(b"\n", max(start, self._scanned))
+            if nl < 0:
+                break
+            line = buf[start:nl]  # one copy; json.loads takes a bytearray
             start = nl + 1
-            if reader.discarding:
-                reader.discarding = False
-                continue
-            if reader.buf:
-                reader.buf += piece
-                line = bytes(reader.buf)
-                reader.buf.clear()
-            else:
-                line = piece
             if len(line) > self.max_message_bytes:
                 self._too_long()
             elif line.strip():
                 self.dispatcher.handle_text(self.state, line)
+        del buf[:start]
+        holding = self._holding()
+        self._scanned = 0 if holding else len(buf)
+        if len(buf) > self.max_message_bytes and buf.find(b"\n") < 0:
+            buf.clear()  # one line too long to hold: skip to its end
+            self._scanned = 0
+            self._discarding = True
+            self._too_long()
+        if self._input is not None:
+            if holding:
+                self._input.pause_reading()
+            elif not self._input.is_reading():
+                self._input.resume_reading()
 
     def _too_long(self) -> None:
         assert self.state is not None
         err = ProtocolError(PARSE_ERROR, f"message longer than {self.max_message_bytes} bytes")
         self.state.send(error_response(None, err))
-
-
-def _output_line(params: dict[str, Any]) -> bytes:
-    """``process/output`` by hand: base64 needs no JSON escaping, and json.dumps would
-    scan every byte of a 64 KiB chunk's 87 KiB of base64 (a third of the server's time
-    in a flood)."""
-    head = json.dumps(
-        {"processId": params["processId"], "seq": params["seq"], "stream": params["stream"]},
-        separators=(",", ":"),
-    )
-    return (
-        b'{"jsonrpc":"2.0","method":"process/output","params":'
-        + head[:-1].encode()
-        + b',"chunk":"'
-        + params["chunk"].encode("ascii")
-        + b'"}}\n'
-    )
 
 
 class _FileWriter:
@@ -184,12 +202,8 @@ async def _serve_stdio(config: Any = None) -> int:
     # Keep the protocol's stdout to ourselves: anything else printing goes to stderr.
     proto_out = os.dup(1)
     os.dup2(2, 1)
-    table = ProcessTable(loop=loop, config=config)
-    watchdog = Watchdog(grace=1.0)
-    table.on_group_started.append(watchdog.register)
-    table.on_group_gone.append(watchdog.unregister)
-    dispatcher = Dispatcher(table, server_name="codex-exec serve")
-    register_session_methods(dispatcher, SessionConfig(config=config))
+    built = build_server(loop, config, server_name="codex-exec serve", watchdog_grace=1.0)
+    table, dispatcher = built.table, built.dispatcher
     server = StdioServer(table, dispatcher, config=config)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, server.done.set)
@@ -199,18 +213,35 @@ async def _serve_stdio(config: Any = None) -> int:
         if server.state is not None:
             dispatcher.disconnect(server.state)
         await table.shutdown()
-        watchdog.close()
+        built.close()
     return 0
 
 
-class ServeApp(Application):
+CONFIG_FILE = "codex_exec_serve_config"
+
+
+class ServeApp(JupyterApp):
     """``codex-exec serve``: every trait of the table and server is settable, e.g.
-    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file."""
+    ``codex-exec serve --ProcessTable.retained_bytes=4194304`` or a config file.
+
+    A :class:`JupyterApp`, so it reads its config file the way every Jupyter command
+    does: ``codex_exec_serve_config.py`` (or ``.json``) in each directory of the Jupyter
+    config path (``jupyter --paths``), or the file given with ``--config``.
+    """
 
     name = "codex-exec-serve"
-    description = "Serve the codex-exec protocol on stdin/stdout."
+    description = (
+        "Serve the codex-exec protocol on stdin/stdout.\n\n"
+        f"Configuration: {CONFIG_FILE}.py (or .json) in any directory of the Jupyter "
+        "config path (`jupyter --paths`; e.g. ~/.jupyter), or --config=FILE; command-line "
+        "options win over the file."
+    )
     classes = [ProcessTable, StdioServer, SessionConfig]
-    aliases = {"log-level": "Application.log_level"}
+    aliases = {**JupyterApp.aliases, "log-level": "Application.log_level"}
+
+    @default("config_file_name")
+    def _config_file_name_default(self) -> str:
+        return CONFIG_FILE
 
     def start(self) -> int:
         return asyncio.run(_serve_stdio(self.config))

@@ -14,15 +14,15 @@ import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
+  Buffers,
   COMM_TARGET,
+  ErrorCode,
   IInitializeResult,
   INotification,
   IResponse,
   ProcessEvent,
   RpcError,
-  Stream,
-  WireBytes,
-  base64ToBytes
+  toProcessEvent
 } from './protocol';
 
 /** Why a connection ended, shown to the user. */
@@ -48,23 +48,6 @@ export interface IOpenOptions {
   loadExtension?: boolean;
   /** The kernel_info reply, when known (saves waiting for the busy shell). */
   kernelInfo?: KernelMessage.IInfoReply | null;
-}
-
-type Buffers = (ArrayBuffer | ArrayBufferView)[] | undefined;
-
-/** Turn a wire bytes field into bytes, resolving `{buffer: i}` references. */
-export function resolveBytes(value: WireBytes, buffers: Buffers): Uint8Array {
-  if (typeof value === 'string') {
-    return base64ToBytes(value);
-  }
-  const buf = buffers?.[value.buffer];
-  if (!buf) {
-    throw new RpcError(0, `missing binary buffer ${value.buffer}`);
-  }
-  if (buf instanceof ArrayBuffer) {
-    return new Uint8Array(buf);
-  }
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
 /**
@@ -134,7 +117,7 @@ export class ExecConnection implements IDisposable {
     } catch (err) {
       const closedByKernel = conn._closedByKernel;
       conn.dispose();
-      if (err instanceof RpcError && err.code === 0 && closedByKernel) {
+      if (err instanceof RpcError && err.code === ErrorCode.transport && closedByKernel) {
         // The kernel answered our comm_open with comm_close: no such target.
         throw new TargetMissingError();
       }
@@ -182,7 +165,7 @@ export class ExecConnection implements IDisposable {
    */
   request<T>(method: string, params?: JSONObject, buffers?: ArrayBufferView[], timeoutMs = 0): Promise<T> {
     if (this._disconnect) {
-      return Promise.reject(new RpcError(0, this._disconnect.reason));
+      return Promise.reject(new RpcError(ErrorCode.transport, this._disconnect.reason));
     }
     const id = this._nextId++;
     const delegate = new PromiseDelegate<unknown>();
@@ -191,7 +174,7 @@ export class ExecConnection implements IDisposable {
     if (timeoutMs > 0) {
       timer = window.setTimeout(() => {
         if (this._pending.delete(id)) {
-          delegate.reject(new RpcError(0, `${method}: no reply within ${timeoutMs} ms`));
+          delegate.reject(new RpcError(ErrorCode.transport, `${method}: no reply within ${timeoutMs} ms`));
         }
       }, timeoutMs);
     }
@@ -203,7 +186,7 @@ export class ExecConnection implements IDisposable {
       this._comm.send(data, undefined, buffers ?? [], true);
     } catch (err) {
       this._pending.delete(id);
-      return Promise.reject(new RpcError(0, String(err)));
+      return Promise.reject(new RpcError(ErrorCode.transport, String(err)));
     }
     return delegate.promise.finally(() => window.clearTimeout(timer)) as Promise<T>;
   }
@@ -306,7 +289,7 @@ export class ExecConnection implements IDisposable {
     const pending = Array.from(this._pending.values());
     this._pending.clear();
     for (const p of pending) {
-      p.reject(new RpcError(0, disconnect.reason));
+      p.reject(new RpcError(ErrorCode.transport, disconnect.reason));
     }
     this._ended.emit(disconnect);
   }
@@ -336,34 +319,6 @@ function withBuffers(result: unknown, buffers: Buffers): unknown {
     Object.defineProperty(result, '__buffers__', { value: buffers, enumerable: false });
   }
   return result;
-}
-
-function toProcessEvent(data: INotification, buffers: Buffers): ProcessEvent | null {
-  const p = (data.params ?? {}) as Record<string, unknown>;
-  const processId = String(p.processId ?? '');
-  const seq = Number(p.seq ?? 0);
-  switch (data.method) {
-    case 'process/output':
-      return {
-        kind: 'output',
-        processId,
-        seq,
-        stream: (p.stream as Stream) ?? 'pty',
-        data: resolveBytes(p.chunk as WireBytes, buffers)
-      };
-    case 'process/exited':
-      return {
-        kind: 'exited',
-        processId,
-        seq,
-        exitCode: (p.exitCode as number | null) ?? null,
-        signal: (p.signal as string | null) ?? null
-      };
-    case 'process/closed':
-      return { kind: 'closed', processId, seq };
-    default:
-      return null;
-  }
 }
 
 /**

@@ -40,6 +40,25 @@ export interface IKernelLease {
   release(): void;
 }
 
+/** Who lends kernel connections (the {@link KernelPool}). */
+export interface IKernelLeaser {
+  /** Borrow the connection to `kernelId`; rejects with {@link KernelGoneError} when it no longer runs. */
+  acquire(kernelId: string): Promise<IKernelLease>;
+}
+
+/** A leaser that can also list the kernels (what the sidebar needs). */
+export interface IKernelSource extends IKernelLeaser {
+  listKernels(): Promise<Kernel.IModel[]>;
+}
+
+/** The kernel is no longer running on the server: nothing to reconnect to. */
+export class KernelGoneError extends Error {
+  constructor(readonly kernelId: string) {
+    super(`The kernel ${kernelId} is no longer running.`);
+    this.name = 'KernelGoneError';
+  }
+}
+
 interface IEntry {
   kernel: Kernel.IKernelConnection;
   info: KernelMessage.IInfoReply | null;
@@ -49,7 +68,7 @@ interface IEntry {
 /** How long a connection is kept after its last lease (a new panel often follows). */
 const LINGER_MS = 5000;
 
-export class KernelPool {
+export class KernelPool implements IKernelSource {
   constructor(private _manager: ServiceManager.IManager) {}
 
   get serverSettings(): ServerConnection.ISettings {
@@ -131,7 +150,7 @@ export class KernelPool {
   private async _connect(kernelId: string): Promise<IEntry> {
     const model = await KernelAPI.getKernelModel(kernelId, this.serverSettings);
     if (!model) {
-      throw new Error(`The kernel ${kernelId} is no longer running.`);
+      throw new KernelGoneError(kernelId);
     }
     const kernel = new KernelConnection({
       model,

@@ -153,6 +153,8 @@ export type SignalName =
 
 /** Error codes of the protocol. */
 export const ErrorCode = {
+  /** Not on the wire: this client's own failure (the connection ended, no reply in time). */
+  transport: 0,
   parse: -32700,
   invalidRequest: -32600,
   methodNotFound: -32601,
@@ -161,7 +163,7 @@ export const ErrorCode = {
   limit: -32010
 } as const;
 
-/** A JSON-RPC error response, or a transport failure (code 0). */
+/** A JSON-RPC error response, or a transport failure (`ErrorCode.transport`). */
 export class RpcError extends Error {
   constructor(
     readonly code: number,
@@ -181,4 +183,51 @@ export function base64ToBytes(text: string): Uint8Array {
     out[i] = bin.charCodeAt(i);
   }
   return out;
+}
+
+/** A comm message's binary buffers (`{buffer: i}` fields point into them). */
+export type Buffers = readonly (ArrayBuffer | ArrayBufferView)[] | undefined;
+
+/** Turn a wire bytes field into bytes, resolving `{buffer: i}` references. */
+export function resolveBytes(value: WireBytes, buffers?: Buffers): Uint8Array {
+  if (typeof value === 'string') {
+    return base64ToBytes(value);
+  }
+  const buf = buffers?.[value.buffer];
+  if (!buf) {
+    throw new RpcError(ErrorCode.transport, `missing binary buffer ${value.buffer}`);
+  }
+  if (buf instanceof ArrayBuffer) {
+    return new Uint8Array(buf);
+  }
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** The typed event of a `process/output|exited|closed` notification, else null. */
+export function toProcessEvent(data: INotification, buffers?: Buffers): ProcessEvent | null {
+  const p = (data.params ?? {}) as Record<string, unknown>;
+  const processId = String(p.processId ?? '');
+  const seq = Number(p.seq ?? 0);
+  switch (data.method) {
+    case 'process/output':
+      return {
+        kind: 'output',
+        processId,
+        seq,
+        stream: (p.stream as Stream) ?? 'pty',
+        data: resolveBytes(p.chunk as WireBytes, buffers)
+      };
+    case 'process/exited':
+      return {
+        kind: 'exited',
+        processId,
+        seq,
+        exitCode: (p.exitCode as number | null) ?? null,
+        signal: (p.signal as string | null) ?? null
+      };
+    case 'process/closed':
+      return { kind: 'closed', processId, seq };
+    default:
+      return null;
+  }
 }

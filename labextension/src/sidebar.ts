@@ -8,8 +8,8 @@
 import { Kernel } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
-import { ExecConnection } from './connection';
-import { IKernelLease, KERNEL_NAME, KernelPool } from './kernels';
+import { IKernelSource, KERNEL_NAME } from './kernels';
+import { KernelLink } from './link';
 import { IProcessInfo, ISessionInfo, SignalName } from './protocol';
 
 /** What the sidebar asks of the application (open panels). */
@@ -23,10 +23,12 @@ export interface ISidebarHost {
 
 const SIGNALS: SignalName[] = ['interrupt', 'terminate', 'kill', 'hangup', 'quit', 'stop', 'continue', 'usr1', 'usr2', 'winch'];
 const POLL_MS = 3000;
+const REQUEST_TIMEOUT_MS = 15000;
+const CLIENT_NAME = 'jupyterlab-kernel-processes';
 
 export class SessionsSidebar extends Widget {
   constructor(
-    private _pool: KernelPool,
+    private _pool: IKernelSource,
     private _host: ISidebarHost
   ) {
     super();
@@ -54,15 +56,15 @@ export class SessionsSidebar extends Widget {
     this._select.addEventListener('change', () => void this._selectKernel(this._select.value));
     this.node.querySelector('.jp-KernelProcesses-refresh')!.addEventListener('click', () => void this.refresh(true));
     this.node.querySelector('.jp-KernelProcesses-new')!.addEventListener('click', () => {
-      if (this._kernelId) {
-        this._host.newTerminal(this._kernelId);
+      if (this._link) {
+        this._host.newTerminal(this._link.kernelId);
       }
     });
   }
 
   /** The kernel being shown. */
   get kernelId(): string | null {
-    return this._kernelId;
+    return this._link?.kernelId ?? null;
   }
 
   /** Show `kernelId` (or the current/first suitable kernel) and refresh. */
@@ -70,7 +72,7 @@ export class SessionsSidebar extends Widget {
     if (reloadKernels || this._kernels.length === 0) {
       await this._loadKernels();
     }
-    if (!this._kernelId) {
+    if (!this._link) {
       const current = this._host.currentKernelId();
       const pick =
         this._kernels.find(k => k.id === current) ??
@@ -92,7 +94,7 @@ export class SessionsSidebar extends Widget {
 
   dispose(): void {
     window.clearInterval(this._timer);
-    this._dropConnection();
+    this._showLink(null);
     super.dispose();
   }
 
@@ -114,7 +116,7 @@ export class SessionsSidebar extends Widget {
       this._setMessage(`Cannot list kernels: ${err}`);
       return;
     }
-    const chosen = this._kernelId;
+    const chosen = this._link?.kernelId;
     this._select.textContent = '';
     for (const k of this._kernels) {
       const option = document.createElement('option');
@@ -123,11 +125,10 @@ export class SessionsSidebar extends Widget {
       this._select.appendChild(option);
     }
     if (chosen && !this._kernels.some(k => k.id === chosen)) {
-      this._kernelId = null;
-      this._dropConnection();
+      this._showLink(null);
     }
-    if (this._kernelId) {
-      this._select.value = this._kernelId;
+    if (this._link) {
+      this._select.value = this._link.kernelId;
     }
     if (this._kernels.length === 0) {
       this._setMessage('No running kernel.');
@@ -137,68 +138,47 @@ export class SessionsSidebar extends Widget {
   }
 
   private async _selectKernel(kernelId: string): Promise<void> {
-    if (kernelId !== this._kernelId) {
-      this._dropConnection();
-      this._kernelId = kernelId;
+    if (kernelId !== this._link?.kernelId) {
+      // The sidebar never loads the extension itself: listing must not run
+      // code in someone's notebook kernel.
+      this._showLink(
+        new KernelLink({ pool: this._pool, kernelId, clientName: CLIENT_NAME, loadExtension: false })
+      );
       this._select.value = kernelId;
     }
     await this._refreshTables();
   }
 
-  private _dropConnection(): void {
-    this._conn?.dispose();
-    this._conn = null;
-    this._lease?.release();
-    this._lease = null;
-    this._connecting = null;
-  }
-
-  private async _connection(): Promise<ExecConnection> {
-    if (this._conn && !this._conn.disconnect) {
-      return this._conn;
-    }
-    if (!this._connecting) {
-      const kernelId = this._kernelId!;
-      this._connecting = (async () => {
-        this._lease?.release();
-        this._lease = await this._pool.acquire(kernelId);
-        // The sidebar never loads the extension itself: listing must not
-        // run code in someone's notebook kernel.
-        const conn = await ExecConnection.open(this._lease.kernel, {
-          clientName: 'jupyterlab-kernel-processes',
-          kernelInfo: this._lease.info,
-          loadExtension: false
-        });
-        if (kernelId !== this._kernelId) {
-          conn.dispose();
-          throw new Error('kernel changed');
-        }
-        this._conn = conn;
-        return conn;
-      })().finally(() => {
-        this._connecting = null;
-      });
-    }
-    return this._connecting;
+  /** Show the kernel of `link`; the previous link closes (and with it any connect in flight). */
+  private _showLink(link: KernelLink | null): void {
+    this._link?.dispose();
+    this._link = link;
   }
 
   private async _refreshTables(): Promise<void> {
-    if (!this._kernelId || this._refreshing) {
+    const link = this._link;
+    if (!link || this._refreshing === link) {
       return;
     }
-    this._refreshing = true;
+    this._refreshing = link;
     try {
-      const conn = await this._connection();
+      const conn = await link.connect();
       const [processes, sessions] = await Promise.all([
-        conn.request<{ processes: IProcessInfo[] }>('process/list', {}, undefined, 15000),
+        conn.request<{ processes: IProcessInfo[] }>('process/list', {}, undefined, REQUEST_TIMEOUT_MS),
         conn
-          .request<{ sessions: ISessionInfo[] }>('session/list', {}, undefined, 15000)
+          .request<{ sessions: ISessionInfo[] }>('session/list', {}, undefined, REQUEST_TIMEOUT_MS)
           .catch(() => ({ sessions: [] as ISessionInfo[] }))
       ]);
+      if (link !== this._link) {
+        return; // another kernel is shown meanwhile
+      }
       this._setMessage(`${conn.initializeResult.environment?.hostname ?? ''}`);
-      this._renderProcesses(processes.processes);
-      this._renderSessions(sessions.sessions);
+      this._renderProcesses(link, processes.processes);
+      this._renderSessions(link, sessions.sessions);
     } catch (err) {
+      if (link !== this._link) {
+        return;
+      }
       this._setMessage(
         `This kernel does not serve Kernel Processes (${err instanceof Error ? err.message : err}). ` +
           'Open a Kernel Terminal on it to load the extension.'
@@ -206,12 +186,14 @@ export class SessionsSidebar extends Widget {
       this._processBody.textContent = '';
       this._sessionBody.textContent = '';
     } finally {
-      this._refreshing = false;
+      if (this._refreshing === link) {
+        this._refreshing = null;
+      }
     }
   }
 
-  private _renderProcesses(processes: IProcessInfo[]): void {
-    const kernelId = this._kernelId!;
+  private _renderProcesses(link: KernelLink, processes: IProcessInfo[]): void {
+    const kernelId = link.kernelId;
     this._processBody.textContent = '';
     if (processes.length === 0) {
       this._processBody.appendChild(emptyRow('No processes.'));
@@ -228,19 +210,19 @@ export class SessionsSidebar extends Widget {
       const actions = row.querySelector('.jp-KernelProcesses-actions')!;
       actions.appendChild(button('Open', 'Open in a Kernel Terminal panel', () => this._host.openProcess(kernelId, p.processId)));
       actions.appendChild(
-        signalSelect(signal => void this._call('process/signal', { processId: p.processId, signal }))
+        signalSelect(signal => void this._call(link, 'process/signal', { processId: p.processId, signal }))
       );
       actions.appendChild(
         button('Terminate', 'SIGHUP + SIGTERM, then SIGKILL', () =>
-          void this._call('process/terminate', { processId: p.processId })
+          void this._call(link, 'process/terminate', { processId: p.processId })
         )
       );
       this._processBody.appendChild(row);
     }
   }
 
-  private _renderSessions(sessions: ISessionInfo[]): void {
-    const kernelId = this._kernelId!;
+  private _renderSessions(link: KernelLink, sessions: ISessionInfo[]): void {
+    const kernelId = link.kernelId;
     this._sessionBody.textContent = '';
     if (sessions.length === 0) {
       this._sessionBody.appendChild(emptyRow('No background sessions.'));
@@ -257,12 +239,12 @@ export class SessionsSidebar extends Widget {
       const actions = row.querySelector('.jp-KernelProcesses-actions')!;
       actions.appendChild(button('Attach', 'Open this session in a panel', () => this._host.openSession(kernelId, s.id)));
       if (s.status === 'running') {
-        actions.appendChild(signalSelect(signal => void this._call('session/signal', { id: s.id, signal })));
+        actions.appendChild(signalSelect(signal => void this._call(link, 'session/signal', { id: s.id, signal })));
       }
       actions.appendChild(
         button('Delete', 'End the session if running and remove its log', () => {
           if (window.confirm(`Delete background session "${s.id}" and its log?`)) {
-            void this._call('session/delete', { id: s.id });
+            void this._call(link, 'session/delete', { id: s.id });
           }
         })
       );
@@ -292,12 +274,15 @@ export class SessionsSidebar extends Widget {
     return row;
   }
 
-  private async _call(method: string, params: Record<string, string>): Promise<void> {
+  /** A row's action, on the kernel the row came from. */
+  private async _call(link: KernelLink, method: string, params: Record<string, string>): Promise<void> {
     try {
-      const conn = await this._connection();
-      await conn.request(method, params, undefined, 15000);
+      const conn = await link.connect();
+      await conn.request(method, params, undefined, REQUEST_TIMEOUT_MS);
     } catch (err) {
-      this._setMessage(`${method} failed: ${err instanceof Error ? err.message : err}`);
+      if (link === this._link) {
+        this._setMessage(`${method} failed: ${err instanceof Error ? err.message : err}`);
+      }
     }
     await this._refreshTables();
   }
@@ -311,11 +296,10 @@ export class SessionsSidebar extends Widget {
   private _processBody: HTMLElement;
   private _sessionBody: HTMLElement;
   private _kernels: Kernel.IModel[] = [];
-  private _kernelId: string | null = null;
-  private _lease: IKernelLease | null = null;
-  private _conn: ExecConnection | null = null;
-  private _connecting: Promise<ExecConnection> | null = null;
-  private _refreshing = false;
+  /** The kernel shown; its rows' actions go to it. */
+  private _link: KernelLink | null = null;
+  /** The link a refresh is running for (one at a time per kernel). */
+  private _refreshing: KernelLink | null = null;
   private _timer = 0;
 }
 

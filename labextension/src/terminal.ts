@@ -2,13 +2,14 @@
  * The Kernel Terminal panel: an xterm.js terminal bound to one process of a
  * kernel's process table.
  *
- * The panel owns the page side of a terminal session: it starts (or attaches
- * to) a PTY process, feeds its output to xterm with flow control, sends
- * keystrokes in per-frame batches, keeps the PTY size in step with the panel,
- * and comes back to the same process after a lost connection or a reload.
+ * The panel is the widget, its title and its status lines: it starts (or
+ * attaches to) a PTY process, says when the connection is lost or the process
+ * ended, and starts a new shell on Enter. The process stream itself (input,
+ * output with flow control, size) is the {@link ProcessTerminalAddon}; the
+ * kernel, its connection and getting it back are the {@link KernelLink}.
  */
 import { PageConfig } from '@jupyterlab/coreutils';
-import { UUID } from '@lumino/coreutils';
+import { PromiseDelegate, UUID } from '@lumino/coreutils';
 import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
@@ -16,12 +17,13 @@ import { FitAddon } from '@xterm/addon-fit';
 import { WebLinksAddon } from '@xterm/addon-web-links';
 import { Terminal } from '@xterm/xterm';
 
-import { ExecConnection, UnsupportedKernelError } from './connection';
+import { ProcessTerminalAddon } from './addon';
+import { ExecConnection, IDisconnect } from './connection';
 import { CursorBlink } from './cursor';
-import { IKernelLease, KernelPool } from './kernels';
-import { IStartResult, RpcError, SignalName } from './protocol';
+import { IKernelLeaser, KernelGoneError } from './kernels';
+import { KernelLink } from './link';
+import { ErrorCode, IStartResult, RpcError, SignalName } from './protocol';
 import { launcherStartDir } from './shellstart';
-import { IStreamSink, ProcessStream } from './stream';
 import { terminalTheme } from './theme';
 
 /** User settings of the panel (see schema/plugin.json). */
@@ -52,7 +54,7 @@ export interface IKernelTerminalState {
 }
 
 export interface IKernelTerminalOptions extends IKernelTerminalState {
-  pool: KernelPool;
+  pool: IKernelLeaser;
   settings: ITerminalSettings;
   isLight: boolean;
   /**
@@ -65,7 +67,6 @@ export interface IKernelTerminalOptions extends IKernelTerminalState {
 }
 
 const CLIENT_NAME = 'jupyterlab-kernel-terminal';
-const encoder = new TextEncoder();
 
 export class KernelTerminal extends Widget {
   constructor(options: IKernelTerminalOptions) {
@@ -75,7 +76,17 @@ export class KernelTerminal extends Widget {
     this.title.closable = true;
     this.title.label = 'Kernel Terminal';
     this.title.iconClass = 'jp-KernelTerminal-icon';
-    this._pool = options.pool;
+    this._link = new KernelLink({
+      pool: options.pool,
+      kernelId: options.kernelId,
+      clientName: CLIENT_NAME,
+      reconnect: true
+    });
+    this._link.lost.connect(this._onLost, this);
+    this._link.reconnected.connect(this._onReconnected, this);
+    this._link.gone.connect((_, err) => this._processGone(err.message));
+    // A failed start is shown in the panel; awaiting `ready` still rejects.
+    this._ready.promise.catch(() => undefined);
     this._state = {
       kernelId: options.kernelId,
       kernelName: options.kernelName,
@@ -104,21 +115,23 @@ export class KernelTerminal extends Widget {
     this._fitAddon = new FitAddon();
     this._term.loadAddon(this._fitAddon);
     this._term.loadAddon(new WebLinksAddon());
-    this._term.onData(data => this._input(encoder.encode(data)));
-    this._term.onBinary(data => {
-      const bytes = new Uint8Array(data.length);
-      for (let i = 0; i < data.length; i++) {
-        bytes[i] = data.charCodeAt(i) & 0xff;
+    this._process = new ProcessTerminalAddon({
+      beforeWrite: () => this._cursorBlink.reset(),
+      exited: (exitCode, signal) => this._exited(exitCode, signal),
+      closed: () => this._closed(),
+      endedInput: bytes => {
+        if (bytes.includes(13)) {
+          void this._restart();
+        }
       }
-      this._input(bytes);
     });
+    this._term.loadAddon(this._process);
     this._term.onTitleChange(title => {
       if (title) {
         this._processTitle = title;
         this._updateTitle();
       }
     });
-    this._term.onResize(() => this._scheduleResize());
     this._term.attachCustomKeyEventHandler(event => this._keyFilter(event));
     this._cursorBlink = new CursorBlink(this.node);
     this._cursorBlink.enabled = this._settings.cursorBlink;
@@ -154,7 +167,7 @@ export class KernelTerminal extends Widget {
 
   /** The newest seq shown on screen. */
   get lastSeq(): number {
-    return this._stream?.lastSeq ?? this._afterSeq;
+    return this._process.stream?.lastSeq ?? this._afterSeq;
   }
 
   /** The `initialize` environment (shell, hostname...) once connected. */
@@ -205,9 +218,8 @@ export class KernelTerminal extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._stream?.dispose();
-    this._conn?.dispose();
-    this._lease?.release();
+    this._process.dispose();
+    this._link.dispose();
     this._cursorBlink.dispose();
     this._term.dispose();
     super.dispose();
@@ -242,26 +254,29 @@ export class KernelTerminal extends Widget {
 
   // ---- connecting ---------------------------------------------------------
 
+  /** The kernel connection (browser tests reach it through the panel). */
+  private get _conn(): ExecConnection | null {
+    return this._link.connection;
+  }
+
   private async _start(): Promise<void> {
     this._status('Connecting to the kernel…');
     try {
-      this._lease = await this._pool.acquire(this._state.kernelId);
+      const conn = await this._link.connect();
       if (this.isDisposed) {
         return;
       }
-      this._state.kernelName = this._state.kernelName ?? this._lease.kernel.name;
-      await this._connect();
+      this._state.kernelName = this._state.kernelName ?? this._link.lease?.kernel.name;
+      this._updateTitle();
       this._clearStatus();
       if (this._state.sessionId && !this._state.processId) {
-        const result = await this._conn!.request<{ processId: string }>('session/attach', {
-          id: this._state.sessionId
-        });
+        const result = await conn.request<{ processId: string }>('session/attach', { id: this._state.sessionId });
         this._setProcess(result.processId);
-        await this._attach(0);
+        await this._attach(conn, 0);
       } else if (this._state.processId) {
-        await this._attach(this._afterSeq);
+        await this._attach(conn, this._afterSeq);
       } else {
-        await this._startShell();
+        await this._startShell(conn);
       }
       this._ready.resolve();
     } catch (err) {
@@ -269,65 +284,37 @@ export class KernelTerminal extends Widget {
     }
   }
 
-  private async _connect(): Promise<void> {
-    this._conn?.dispose();
-    const conn = await ExecConnection.open(this._lease!.kernel, {
-      clientName: CLIENT_NAME,
-      kernelInfo: this._lease!.info
-    });
-    if (this.isDisposed) {
-      conn.dispose();
-      return;
-    }
-    this._conn = conn;
-    conn.ended.connect((_, info) => {
-      if (this._conn !== conn || this.isDisposed) {
-        return;
-      }
-      if (info.processesLost) {
-        this._processGone(`${info.reason}: the process is gone.`);
-      } else {
-        void this._reconnect(info.reason);
-      }
-    });
-    this._updateTitle();
-  }
-
-  /** Subscribe to `processId` after `afterSeq`. */
-  private async _attach(afterSeq: number): Promise<void> {
-    this._stream?.dispose();
-    const stream = new ProcessStream(this._conn!, this._state.processId!, this._sink, afterSeq);
-    this._stream = stream;
+  /** Subscribe to the panel's process after `afterSeq`. */
+  private async _attach(conn: ExecConnection, afterSeq: number): Promise<void> {
+    const stream = this._process.bind(conn, this._state.processId!, afterSeq);
     try {
       await stream.subscribe();
     } catch (err) {
-      if (err instanceof RpcError && err.code === -32600) {
+      if (err instanceof RpcError && err.code === ErrorCode.invalidRequest) {
         this._processGone(`The process ${this._state.processId} no longer exists on this kernel.`);
         return;
       }
       throw err;
     }
-    this._sendResize(true);
-    this._flushInput();
+    this._process.live();
   }
 
   /** Start the user's login shell in a PTY the size of the panel. */
-  private async _startShell(): Promise<void> {
-    const env = this._conn!.initializeResult.environment ?? {};
+  private async _startShell(conn: ExecConnection): Promise<void> {
+    const env = conn.initializeResult.environment ?? {};
     const shell = this._settings.shell || env.shell || '/bin/bash';
     const processId = `term-${UUID.uuid4().slice(0, 8)}`;
-    this._stream?.dispose();
-    // The stream exists before the start: the starter is subscribed from seq 1.
-    this._stream = new ProcessStream(this._conn!, processId, this._sink, 0);
+    // Bound before the start: the starter is subscribed from seq 1.
+    this._process.bind(conn, processId, 0);
     this._exitShown = false;
-    this._canRestart = false;
     this._shell = shell;
+    const size = { rows: this._term.rows, cols: this._term.cols };
     const start = (cwd?: string) =>
-      this._conn!.request<IStartResult>('process/start', {
+      conn.request<IStartResult>('process/start', {
         processId,
         argv: [shell, '-l'],
         tty: true,
-        size: { rows: this._term.rows, cols: this._term.cols },
+        size: { ...size },
         title: 'Kernel Terminal',
         ...(cwd ? { cwd } : {})
       });
@@ -336,8 +323,7 @@ export class KernelTerminal extends Widget {
     // A remote kernel (a gateway) may not have the server's directory: start anyway.
     await start(cwd).catch(err => (cwd ? start() : Promise.reject(err)));
     this._setProcess(processId);
-    this._lastSize = `${this._term.rows}x${this._term.cols}`;
-    this._flushInput();
+    this._process.live(size);
   }
 
   private _setProcess(processId: string): void {
@@ -346,148 +332,89 @@ export class KernelTerminal extends Widget {
     this._stateChanged.emit(this.state);
   }
 
-  /** The comm went away but the kernel lives: open a new one, pick up after lastSeq. */
-  private async _reconnect(reason: string): Promise<void> {
-    if (this._reconnecting) {
+  /** The connection ended: the process is gone with the kernel, or the link reconnects. */
+  private _onLost(_: KernelLink, info: IDisconnect): void {
+    if (this.isDisposed) {
       return;
     }
-    this._reconnecting = true;
-    const afterSeq = this.lastSeq;
-    this._status(`Connection lost (${reason}); reconnecting…`);
+    if (info.processesLost) {
+      this._processGone(`${info.reason}: the process is gone.`);
+    } else {
+      this._status(`Connection lost (${info.reason}); reconnecting…`);
+    }
+  }
+
+  /** A new comm after a lost one: pick the process up after the last seq shown. */
+  private async _onReconnected(_: KernelLink, conn: ExecConnection): Promise<void> {
+    this._clearStatus();
+    this._updateTitle();
+    if (!this._state.processId || this._process.isEnded) {
+      return;
+    }
     try {
-      for (let attempt = 0; !this.isDisposed; attempt++) {
-        try {
-          const kernel = this._lease!.kernel;
-          if (kernel.isDisposed) {
-            this._lease!.release();
-            this._lease = await this._pool.acquire(this._state.kernelId);
-          } else if (kernel.connectionStatus === 'disconnected') {
-            await kernel.reconnect();
-          }
-          await this._connect();
-          this._clearStatus();
-          if (this._state.processId) {
-            await this._attach(afterSeq);
-          }
-          return;
-        } catch (err) {
-          if (err instanceof Error && /no longer running/.test(err.message)) {
-            this._processGone(err.message);
-            return;
-          }
-          await new Promise(resolve => window.setTimeout(resolve, Math.min(30000, 500 * 2 ** attempt)));
-        }
+      await this._attach(conn, this.lastSeq);
+    } catch (err) {
+      if (!conn.disconnect) {
+        // A lost connection is the link's to retry; anything else is news.
+        this._fail(err);
       }
-    } finally {
-      this._reconnecting = false;
     }
   }
 
   private _processGone(why: string): void {
-    this._stream?.dispose();
-    this._stream = null;
+    this._process.end();
     this._term.write(`\r\n\x1b[2m[${why} Press Enter to start a new shell.]\x1b[0m\r\n`);
-    this._canRestart = true;
     this._ready.resolve();
     this._updateTitle(true);
   }
 
   private _fail(err: unknown): void {
-    const text = err instanceof UnsupportedKernelError || err instanceof Error ? err.message : String(err);
+    if (this.isDisposed) {
+      return; // closed while connecting: nothing to say
+    }
+    const text = err instanceof Error ? err.message : String(err);
     console.error('codex-exec: Kernel Terminal failed', err);
     this._clearStatus();
     this._term.write(`\x1b[31m[Kernel Terminal: ${text}]\x1b[0m\r\n`);
     this.node.dataset.error = text;
     this._ready.reject(err);
-    this._ready.promise.catch(() => undefined);
   }
 
   private async _restart(): Promise<void> {
-    this._canRestart = false;
+    this._process.unbind();
     this._state.processId = undefined;
     this._state.sessionId = undefined;
     try {
-      if (!this._conn || this._conn.disconnect) {
-        if (!this._lease || this._lease.kernel.isDisposed) {
-          this._lease?.release();
-          this._lease = await this._pool.acquire(this._state.kernelId);
-        }
-        await this._connect();
-      }
+      const conn = await this._link.connect();
       this._term.write('\r\n');
-      await this._startShell();
+      await this._startShell(conn);
     } catch (err) {
-      this._fail(err);
+      if (err instanceof KernelGoneError) {
+        this._processGone(err.message);
+      } else {
+        this._fail(err);
+      }
     }
   }
 
-  // ---- output -------------------------------------------------------------
+  // ---- what the process does ----------------------------------------------
 
-  private _sink: IStreamSink = {
-    write: (data, done) => {
-      this._cursorBlink.reset(); // first: after typing, xterm parses within write()
-      this._term.write(data, done);
-    },
-    exited: (exitCode, signal) => {
-      this._exitShown = true;
-      const how = signal ? `killed by ${signal}` : `exited with code ${exitCode}`;
-      this._term.write(`\r\n\x1b[2m[process ${how}]\x1b[0m\r\n`);
-      this._updateTitle(true);
-    },
-    closed: () => {
-      if (!this._exitShown) {
-        this._term.write('\r\n\x1b[2m[process ended]\x1b[0m\r\n');
-      }
-      this._term.write('\x1b[2m[Press Enter to start a new shell.]\x1b[0m\r\n');
-      this._canRestart = true;
-      this._updateTitle(true);
-    },
-    notice: text => this._term.write(`\r\n\x1b[2m${text}\x1b[0m\r\n`)
-  };
+  private _exited(exitCode: number | null, signal: string | null): void {
+    this._exitShown = true;
+    const how = signal ? `killed by ${signal}` : `exited with code ${exitCode}`;
+    this._term.write(`\r\n\x1b[2m[process ${how}]\x1b[0m\r\n`);
+    this._updateTitle(true);
+  }
+
+  private _closed(): void {
+    if (!this._exitShown) {
+      this._term.write('\r\n\x1b[2m[process ended]\x1b[0m\r\n');
+    }
+    this._term.write('\x1b[2m[Press Enter to start a new shell.]\x1b[0m\r\n');
+    this._updateTitle(true);
+  }
 
   // ---- input --------------------------------------------------------------
-
-  /** Keystrokes go out at once (see `_flushInput`). */
-  private _input(bytes: Uint8Array): void {
-    if (this._canRestart) {
-      if (bytes.includes(13)) {
-        void this._restart();
-      }
-      return;
-    }
-    this._inputQueue.push(bytes);
-    this._flushInput();
-  }
-
-  /**
-   * Send queued input as one `process/write` *notification*. No response comes
-   * back, so a keystroke costs one message to the kernel, and its echo plus the
-   * kernel's busy/idle status back: the fewest the protocol allows. The comm
-   * keeps the order. A write the kernel refuses (the process just ended) needs
-   * no answer either: the process's exit event tells the user. Input typed
-   * before the shell runs waits in the queue until it does.
-   */
-  private _flushInput(): void {
-    const processId = this._state.processId;
-    if (!this._inputQueue.length || !this._conn || !processId || !this._stream || this._conn.disconnect) {
-      return;
-    }
-    if (this._resizeTimer) {
-      // Input typed after a resize must find the PTY at its new size.
-      window.clearTimeout(this._resizeTimer);
-      this._resizeTimer = 0;
-      this._sendResize(false);
-    }
-    const total = this._inputQueue.reduce((n, b) => n + b.byteLength, 0);
-    const bytes = new Uint8Array(total);
-    let at = 0;
-    for (const chunk of this._inputQueue) {
-      bytes.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    this._inputQueue = [];
-    this._conn.notify('process/write', { processId, chunk: { buffer: 0 } }, [bytes]);
-  }
 
   /** Let the browser copy (Ctrl+C with a selection) and paste (Ctrl+V). */
   private _keyFilter(event: KeyboardEvent): boolean {
@@ -530,39 +457,13 @@ export class KernelTerminal extends Widget {
     }
   }
 
-  private _scheduleResize(): void {
-    window.clearTimeout(this._resizeTimer);
-    this._resizeTimer = window.setTimeout(() => this._sendResize(false), 30);
-  }
-
-  private _sendResize(force: boolean): void {
-    this._resizeTimer = 0;
-    const processId = this._state.processId;
-    if (!this._conn || !processId || this._conn.disconnect || this._canRestart) {
-      return;
-    }
-    const size = `${this._term.rows}x${this._term.cols}`;
-    if (!force && size === this._lastSize) {
-      return;
-    }
-    this._lastSize = size;
-    this._conn
-      .request('process/resize', { processId, rows: this._term.rows, cols: this._term.cols })
-      .catch(err => {
-        // Not a tty (an attached pipe process) or gone: nothing to resize.
-        if (!(err instanceof RpcError)) {
-          console.warn('codex-exec: resize failed', err);
-        }
-      });
-  }
-
   // ---- title & status -----------------------------------------------------
 
   private _updateTitle(ended = false): void {
     const env = this.environment;
     const host = env?.hostname ? ` @ ${env.hostname}` : '';
     const base = this._processTitle || (this._shell ? this._shell.split('/').pop()! + host : 'Kernel Terminal');
-    const finished = ended || this._canRestart;
+    const finished = ended || this._process.isEnded;
     this.title.label = finished ? `${base} [ended]` : base;
     const parts = [`Kernel Terminal on kernel ${this._state.kernelName ?? ''} (${this._state.kernelId.slice(0, 8)})`];
     if (this._state.processId) {
@@ -576,6 +477,7 @@ export class KernelTerminal extends Widget {
   }
 
   private _status(text: string): void {
+    this._clearStatus(); // one status line at a time
     this.node.dataset.status = text;
     this._statusShown = true;
     this._term.write(`\x1b[2m${text}\x1b[0m\r\n`);
@@ -598,10 +500,8 @@ export class KernelTerminal extends Widget {
     return jp || 'monospace';
   }
 
-  private _pool: KernelPool;
-  private _lease: IKernelLease | null = null;
-  private _conn: ExecConnection | null = null;
-  private _stream: ProcessStream | null = null;
+  private _link: KernelLink;
+  private _process: ProcessTerminalAddon;
   private _state: IKernelTerminalState;
   private _stateChanged = new Signal<this, IKernelTerminalState>(this);
   private _afterSeq: number;
@@ -613,28 +513,10 @@ export class KernelTerminal extends Widget {
   private _fitAddon: FitAddon;
   private _cursorBlink: CursorBlink;
   private _opened = false;
-  private _ready = new PromiseDelegateLite();
-  private _inputQueue: Uint8Array[] = [];
+  private _ready = new PromiseDelegate<void>();
   private _fitRaf = 0;
-  private _resizeTimer = 0;
-  private _lastSize = '';
-  private _reconnecting = false;
-  private _canRestart = false;
   private _exitShown = false;
   private _statusShown = false;
   private _shell = '';
   private _processTitle = '';
-}
-
-/** A settle-once promise (resolving twice is harmless). */
-class PromiseDelegateLite {
-  readonly promise: Promise<void>;
-  constructor() {
-    this.promise = new Promise<void>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
-  resolve: () => void = () => undefined;
-  reject: (err: unknown) => void = () => undefined;
 }

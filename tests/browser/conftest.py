@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEXT_BUILD = ROOT / "codex_exec_kernel" / "labextension"
@@ -45,8 +46,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 BIN = Path(sys.executable).parent
-IMG_DIR = ROOT / "docs" / "img"
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+#: Screenshots and browser figures go to an ignored directory of the checkout, so a test
+#: run leaves ``git status`` clean; ``make docs-images`` / ``make bench`` point these
+#: variables at ``docs/img`` and ``benchmarks/results`` to refresh the tracked copies.
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+IMG_DIR = Path(os.environ.get("CODEX_EXEC_DOCS_IMG_DIR") or ARTIFACTS / "img")
+RESULTS_DIR = Path(os.environ.get("CODEX_EXEC_RESULTS_DIR") or ARTIFACTS / "results")
+
+
+def ms(seconds: float) -> float:
+    """A Playwright timeout (milliseconds) for a deadline of ``seconds``, scaled."""
+    return scaled(seconds) * 1000
 
 
 def free_port() -> int:
@@ -57,6 +67,7 @@ def free_port() -> int:
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` dies."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -75,10 +86,10 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(scaled(15))
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(5)
+            proc.wait(scaled(5))
 
 
 # ----------------------------------------------------------------------------- environment
@@ -321,7 +332,7 @@ class Lab:
         self.wait_restored()
 
     def wait_restored(self) -> None:
-        self.page.wait_for_function("() => !!(window.jupyterapp)", timeout=60000)
+        self.page.wait_for_function("() => !!(window.jupyterapp)", timeout=ms(60))
         self.page.evaluate("() => window.jupyterapp.restored.then(() => true)")
 
     def execute(self, command: str, args: dict | None = None) -> Any:
@@ -344,14 +355,14 @@ class Lab:
                 ]);
                 return w.id;
             }""",
-            [args or {}, timeout],
+            [args or {}, scaled(timeout)],
         )
 
     def wait_prompt(self, wid: str, timeout: float = 30) -> None:
         """Wait until the shell printed its prompt (a line ending in `$ ` or `# `)."""
         self.page.wait_for_function(
             """(id) => window.__kt.lines(id).some(l => /[$#%>] ?$/.test(l.trimEnd() + ' '))""",
-            arg=wid, timeout=timeout * 1000, polling=100,
+            arg=wid, timeout=ms(timeout), polling=100,
         )  # fmt: skip
 
     def lines(self, wid: str) -> list[str]:
@@ -386,12 +397,12 @@ class Lab:
                                  : lines.join('\\n').includes(needle);
                 }""",
                 arg=[wid, needle, last],
-                timeout=timeout * 1000,
+                timeout=ms(timeout),
                 polling=100,
             )
         except Exception as exc:
             raise AssertionError(
-                f"{needle!r} not shown within {timeout} s; the terminal shows:\n"
+                f"{needle!r} not shown within {scaled(timeout):g} s; the terminal shows:\n"
                 + self.text(wid)[-3000:]
             ) from exc
         return self.text(wid)
@@ -415,7 +426,7 @@ def new_lab(browser: Any, server: LabServer, viewport=(1100, 700)) -> tuple[Any,
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     context.add_init_script(PAGE_HELPERS)
     page = context.new_page()
-    page.set_default_timeout(60000)
+    page.set_default_timeout(ms(60))
     lab = Lab(page, server)
     lab.goto(reset=True)
     return context, lab
@@ -438,12 +449,12 @@ def scratch_dir() -> Iterator[Path]:
 def new_notebook(lab, code: str | None = None, kernel: str = "codex-exec") -> dict:
     """Create a notebook on ``kernel``; optionally run ``code`` in its first cell."""
     return lab.page.evaluate(
-        """async ([kernelName, code]) => {
+        """async ([kernelName, code, timeoutMs]) => {
             const app = window.jupyterapp;
             const panel = await app.commands.execute('notebook:create-new', {kernelName});
             await panel.context.ready;
             await panel.sessionContext.ready;
-            const deadline = Date.now() + 60000;
+            const deadline = Date.now() + timeoutMs;
             while (!panel.sessionContext.session?.kernel && Date.now() < deadline) {
               await new Promise(r => panel.sessionContext.kernelChanged.connect(r));
             }
@@ -458,5 +469,5 @@ def new_notebook(lab, code: str | None = None, kernel: str = "codex-exec") -> di
             }
             return {id: panel.id, kernelId: kernel.id, kernelName: kernel.name};
         }""",
-        [kernel, code],
+        [kernel, code, ms(60)],
     )

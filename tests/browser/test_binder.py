@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from waiting import scaled
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,7 +33,7 @@ def test_binder_postbuild_installs_everything(tmp_path: Path) -> None:
 
     def run(*cmd: str, timeout: float = 900) -> str:
         done = subprocess.run(
-            cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=scaled(timeout)
         )
         assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done.stdout + done.stderr

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import BIN, LabServer, free_port, new_lab, start_lab, stop, wait_http
+from conftest import BIN, LabServer, free_port, ms, new_lab, start_lab, stop, wait_http
 
 pytestmark = pytest.mark.browser
 
@@ -64,7 +64,7 @@ def test_terminal_runs_on_gateway_kernel(browser, gateway, gateway_lab):
         lab.page.wait_for_function(
             "(id) => window.__kt.lines(id).some(l => /^pid=\\d+ host=\\S+ end$/.test(l.trim()))",
             arg=wid,
-            timeout=30000,
+            timeout=ms(30),
         )
         text = lab.text(wid)
         pid = int(re.findall(r"^pid=(\d+) host=\S+ end\s*$", text, re.M)[-1])

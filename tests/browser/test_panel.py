@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 from conftest import BIN, NO_PACKAGE_KERNEL, ROOT, SHADOWED_PACKAGE_KERNEL, new_notebook
+from waiting import scaled
 
 pytestmark = pytest.mark.browser
 
@@ -381,7 +382,7 @@ def test_demo_workspace_opens_notebook_and_terminal(lab, lab_server):
     subprocess.run(
         [str(BIN / "jupyter"), "lab", "workspaces", "import",
          str(ROOT / "examples" / "demo.jupyterlab-workspace")],
-        env=lab_server.env, check=True, capture_output=True, timeout=60,
+        env=lab_server.env, check=True, capture_output=True, timeout=scaled(60),
     )  # fmt: skip
     lab.page.goto(lab_server.url + "lab/workspaces/codex-exec-demo")
     lab.wait_restored()

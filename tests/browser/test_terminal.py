@@ -9,14 +9,15 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
 import psutil
 import pytest
-from conftest import RESULTS_DIR, ROOT, new_notebook
+from commands import CODEX_EXEC
+from conftest import IMG_DIR, RESULTS_DIR, ROOT, ms, new_notebook
+from waiting import scaled
 
 pytestmark = pytest.mark.browser
 
@@ -82,11 +83,11 @@ def time_keystrokes(lab, term_handle, total: int = 200) -> tuple[list[float], li
         for i in range(start, start + per_line):
             lab.page.keyboard.press(keys[i % len(keys)])
             lab.page.wait_for_function(
-                "(n) => window.__lat.samples.length >= n", arg=i + 1, timeout=10000
+                "(n) => window.__lat.samples.length >= n", arg=i + 1, timeout=ms(10)
             )
         lab.page.evaluate("() => { window.__lat.armed = false; }")
         lab.page.keyboard.press("Control+U")  # kill the line, back to the prompt
-        lab.page.wait_for_function("(h) => window.__lat.pos() === h", arg=home, timeout=10000)
+        lab.page.wait_for_function("(h) => window.__lat.pos() === h", arg=home, timeout=ms(10))
     lab.page.wait_for_function("(n) => window.__lat.frames.length >= n", arg=total)
     samples, frames = lab.page.evaluate(
         "() => { window.__lat.dispose(); return [window.__lat.samples, window.__lat.frames]; }"
@@ -108,7 +109,7 @@ def open_jupyterlab_terminal(lab) -> Any:
                    const b = t.buffer.active;
                    const l = b.getLine(b.baseY + b.cursorY);
                    return !!l && /[$#] ?$/.test(l.translateToString(true).trimEnd() + ' '); }""",
-        timeout=30000,
+        timeout=ms(30),
         polling=100,
     )
     lab.page.evaluate(
@@ -243,12 +244,12 @@ def test_cursor_blinks_without_css_animation(lab):
         "(id) => getComputedStyle(window.__kt.widget(id).node.querySelector('.xterm-cursor'))"
         ".backgroundColor"
     )
-    lab.page.wait_for_function(off, arg=wid, timeout=5000)
+    lab.page.wait_for_function(off, arg=wid, timeout=ms(5))
     hidden = lab.page.evaluate(cursor_bg, wid)
-    lab.page.wait_for_function(f"(id) => !({off})(id)", arg=wid, timeout=5000)
+    lab.page.wait_for_function(f"(id) => !({off})(id)", arg=wid, timeout=ms(5))
     shown = lab.page.evaluate(cursor_bg, wid)
     assert hidden != shown, "the cursor looks the same in both phases"
-    lab.page.wait_for_function(off, arg=wid, timeout=5000)
+    lab.page.wait_for_function(off, arg=wid, timeout=ms(5))
     # A key typed during the "off" phase: the cursor shows with the echo.
     lab.page.evaluate(
         """(id) => {
@@ -262,13 +263,13 @@ def test_cursor_blinks_without_css_animation(lab):
         wid,
     )
     lab.page.keyboard.press("x")
-    lab.page.wait_for_function("() => window.__offAtEcho.length === 1", timeout=10000)
+    lab.page.wait_for_function("() => window.__offAtEcho.length === 1", timeout=ms(10))
     assert lab.page.evaluate("() => window.__offAtEcho") == [False]
     lab.page.keyboard.press("Backspace")
     # Focus elsewhere: the timer stops and the cursor is left in its "on" state.
     lab.page.evaluate("() => document.activeElement.blur()")
     lab.page.wait_for_function(
-        "(id) => !window.__kt.widget(id)._cursorBlink.isBlinking", arg=wid, timeout=5000
+        "(id) => !window.__kt.widget(id)._cursorBlink.isBlinking", arg=wid, timeout=ms(5)
     )
     assert not lab.page.evaluate(off, wid)
 
@@ -295,7 +296,7 @@ def test_resize_follows_panel(lab):
         "([id, r, c]) => { const t = window.__kt.widget(id).terminal;"
         " return t.rows !== r && t.cols !== c; }",
         arg=[wid, *before],
-        timeout=20000,
+        timeout=ms(20),
     )
     after = term_size()
     assert after[0] < before[0] and after[1] < before[1]
@@ -307,11 +308,11 @@ def test_busy_notebook_does_not_block_terminal(lab):
     lab.page.wait_for_function(
         "(id) => window.__kt.widget(id).sessionContext.session.kernel.status === 'busy'",
         arg=nb["id"],
-        timeout=30000,
+        timeout=ms(30),
     )
     # The notebook toolbar button opens a terminal on the notebook's kernel.
     lab.page.click(f"#{nb['id']} .jp-KernelTerminal-toolbarButton")
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=20000)
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(20))
     wid = lab.page.evaluate("() => window.__kt.terminals()[0].id")
     kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid)
     assert kernel_id == nb["kernelId"]
@@ -374,7 +375,7 @@ def flood(lab, rss_of, last_lines: str, nbytes: int, timeout: float) -> dict[str
     )
     lab.page.keyboard.press("Enter")
     done = False
-    while not done and time.monotonic() - t0 < timeout:
+    while not done and time.monotonic() - t0 < scaled(timeout):
         lab.page.wait_for_timeout(200)  # sampling interval of the probes
         t1 = time.monotonic()
         done = marker in [line.strip() for line in lab.page.evaluate(last_lines)]
@@ -457,7 +458,7 @@ def test_reload_reattaches_same_shell(lab):
     )
     assert saved, "the workspace never recorded the terminal"
     lab.goto(reset=False)
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=30000)
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(30))
     wid2 = lab.page.evaluate("() => window.__kt.terminals()[0].id")
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
     assert lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid2) == process_id
@@ -474,33 +475,33 @@ def test_sidebar_attaches_background_session(lab, lab_server):
     session_id = f"kt-{uuid.uuid4().hex[:6]}"
     subprocess.run(
         [
-            sys.executable, "-m", "codex_exec_kernel.sessions.cli", "session", "create",
+            CODEX_EXEC, "session", "create",
             "--id", session_id, "--tty", "--",
             "bash", "-c", "echo bg-$((20+1))-hello; exec sleep 600",
         ],
-        env=lab_server.env, cwd=ROOT, check=True, timeout=60,
+        env=lab_server.env, cwd=ROOT, check=True, timeout=scaled(60),
     )  # fmt: skip
     lab.execute("codex-exec:show-processes", {"kernelId": kernel_id})
     row = lab.page.locator(f".jp-KernelProcesses-row[data-session-id='{session_id}']")
-    row.wait_for(timeout=20000)
+    row.wait_for(timeout=ms(20))
     assert "running" in row.inner_text()
     # The kernel's own process (the first terminal's shell) is listed too.
     pid = lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid)
-    lab.page.locator(f".jp-KernelProcesses-row[data-process-id='{pid}']").wait_for(timeout=20000)
+    lab.page.locator(f".jp-KernelProcesses-row[data-process-id='{pid}']").wait_for(timeout=ms(20))
     lab.page.locator("#codex-exec-sessions").screenshot(
-        path=str(ROOT / "docs" / "img" / "kernel-processes-sidebar.png")
+        path=str(IMG_DIR / "kernel-processes-sidebar.png")
     )
     row.locator("button[data-action='attach']").click()
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 2", timeout=20000)
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 2", timeout=ms(20))
     wid2 = lab.page.evaluate("() => window.__kt.terminals().find(w => w.state.sessionId).id")
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
     lab.wait_for_text(wid2, "bg-21-hello", timeout=20)
     # Signal it from the sidebar: the row then says how it ended.
     row.locator(".jp-KernelProcesses-signal").select_option("terminate")
-    row.locator(".jp-KernelProcesses-status", has_text="killed (SIGTERM)").wait_for(timeout=20000)
+    row.locator(".jp-KernelProcesses-status", has_text="killed (SIGTERM)").wait_for(timeout=ms(20))
     lab.page.once("dialog", lambda d: d.accept())
     row.locator("button[data-action='delete']").click()
-    row.wait_for(state="detached", timeout=20000)
+    row.wait_for(state="detached", timeout=ms(20))
 
 
 def test_terminal_mime_bundle_opens_panel(lab):
@@ -511,7 +512,7 @@ def test_terminal_mime_bundle_opens_panel(lab):
         "display({'application/vnd.codex-exec.terminal+json': "
         f"{{'requestId': '{request}'}}, 'text/plain': 'Kernel Terminal'}}, raw=True)",
     )
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=30000)
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(30))
     wid = lab.page.evaluate("() => window.__kt.terminals()[0].id")
     assert lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid) == nb["kernelId"]
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid)

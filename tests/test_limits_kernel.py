@@ -1,0 +1,35 @@
+"""Bounds of the kernel side (docs/protocol.md, Limits), pushed past and measured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from codex_exec_kernel.client import AsyncExecClient
+
+MiB = 1024 * 1024
+WINDOW = 4 * MiB  # ProcessTable.flow_control_window
+CHUNK = 2 * MiB  # ExecService.coalesce_max_bytes
+
+
+@pytest.mark.slow
+def test_python_client_acks_on_consumption() -> None:
+    """Bound: a caller that does not read holds the child at the flow-control window:
+    the client's queue stays under window + one chunk, the child blocks (64 MiB of
+    output never finishes) and everything arrives once the caller reads."""
+
+    async def go() -> None:
+        client = await AsyncExecClient.start()
+        try:
+            proc = await client.exec(["sh", "-c", "head -c 67108864 /dev/zero; echo end"])
+            with pytest.raises(asyncio.TimeoutError):
+                await proc.wait(3.0)  # held at the window: it cannot finish unread
+            queued = sum(len(c.data) for c in proc._queue._queue if hasattr(c, "data"))
+            assert queued <= WINDOW + CHUNK, f"{queued / MiB:.1f} MiB queued unread"
+            out = await proc.output(60)
+            assert len(out.stdout) == 64 * MiB + 4 and out.exit_code == 0
+        finally:
+            await client.close()
+
+    asyncio.run(go())
