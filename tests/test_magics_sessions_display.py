@@ -6,8 +6,11 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from kernel_helpers import start_kernel
+from sessions_adversary import good_meta
 
+from codex_exec_kernel.sessions.meta import MetaError, SessionMeta
 from codex_exec_kernel.showtext import command_text, one_line, when_text
 
 pytest_plugins = ["sessions_fixtures"]
@@ -20,6 +23,18 @@ def test_command_text_is_what_was_typed() -> None:
     assert command_text(["python", "train.py", "--lr", "0.1 0.2"]) == (
         "python train.py --lr '0.1 0.2'")  # fmt: skip
     assert one_line("for i in 1 2\ndo echo $i\ndone") == "for i in 1 2 …"
+
+
+def test_meta_display_is_a_string_or_null_and_nothing_else() -> None:
+    meta = SessionMeta.from_json(good_meta("s1", display=TYPED))
+    assert meta.display == TYPED and SessionMeta.from_json(meta.to_json()) == meta
+    assert SessionMeta.from_json(good_meta("s1", display=None)).display is None
+    legacy = good_meta("s1")
+    del legacy["display"]  # a meta.json written before the field existed
+    assert SessionMeta.from_json(legacy).display is None
+    for bad in (5, ["echo"], {"x": 1}, True):
+        with pytest.raises(MetaError, match="'display' must be a string"):
+            SessionMeta.from_json(good_meta("s1", display=bad))
 
 
 def test_one_time_format_with_the_age() -> None:
