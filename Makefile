@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test test-ts lint bench docs-images chromium clean
+.PHONY: setup lab demo test test-ts lint bench docs-images docs-images-exec chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ test-ts: setup
 ## Quickstart 2: set up and run the whole test suite.
 test: setup chromium lint test-ts
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## README image of %exec --tty (needs PyPI); not run by `make test`.
+docs-images-exec: setup chromium
+	CODEX_EXEC_DOCS_IMAGES=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/browser/test_docs_images_exec.py
 
 ## The README's figures: the ratio benchmarks and the browser's, into benchmarks/results/.
 ## (`make test` runs the browser measurements too but keeps their JSON in build/.)

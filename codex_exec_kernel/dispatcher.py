@@ -310,7 +310,7 @@ class Dispatcher:
             "protocolVersion": PROTOCOL_VERSION,
             "sessionId": self.session_id,
             "server": {"name": self.server_name, "version": __version__},
-            "environment": server_environment(self.table.default_cwd),
+            "environment": server_environment(self.table.child_cwd()),
         }
 
     # ------------------------------------------------------------------ process methods

@@ -93,6 +93,9 @@ def resolve(
     return child_environment(base, spec.env, spec.env_policy, spec.tty), cwd
 
 
-def environ_with(overrides: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment with ``overrides`` laid over it (``--env K=V``)."""
-    return {**os.environ, **overrides}
+def environ_with(
+    overrides: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``base`` (default: this process's environment) with ``overrides`` laid over it
+    (``--env K=V``); a kernel's magics pass the kernel's environment (kernelenv.py)."""
+    return {**(os.environ if base is None else base), **overrides}

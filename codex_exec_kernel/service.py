@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -23,6 +22,7 @@ from traitlets.config import Config, Configurable
 
 from .iopubgate import IOPubGate
 from .iothread import IOThread
+from .kernelenv import KernelEnvironment
 from .transports.comm import TARGET, CommConnection
 
 log = logging.getLogger("codex_exec_kernel")
@@ -68,7 +68,10 @@ class ExecService(Configurable):
             server_name="codex-exec kernel",
             watchdog_grace=self.watchdog_grace,
         )
-        self.io.table.default_cwd = os.getcwd()
+        # The kernel's environment and current directory for every process it starts
+        # (kernelenv.py); the table's default_cwd stays None so the directory follows %cd.
+        self.kernel_env = KernelEnvironment(parent=self)
+        self.io.table.spawn_hook = self.kernel_env
         self.io.start()
         self._session = kernel.session.clone() if kernel.session is not None else None
         if self._session is not None:
@@ -240,3 +243,4 @@ class ExecService(Configurable):
         self._stopped = True
         self.io.stop()  # ends the table, then the watchdog
         self._close_wakeup_fd()
+        self.kernel_env.close()

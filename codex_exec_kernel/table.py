@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
-from typing import Any
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from traitlets import Float, Int
 from traitlets.config import Configurable
@@ -26,6 +27,14 @@ from .threads import LoopOwner
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+class SpawnHook(Protocol):
+    """What a server adds to every local spawn (a kernel's: ``kernelenv.KernelEnvironment``)."""
+
+    def environ(self, base: Mapping[str, str]) -> dict[str, str]: ...
+    def cwd(self) -> str: ...
+    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]: ...
 
 
 class ProcessTable(Configurable):
@@ -89,6 +98,18 @@ class ProcessTable(Configurable):
         #: Closed entries, oldest first, and the output bytes they retain together.
         self._closed: dict[str, ManagedProcess] = {}
         self.closed_bytes = 0
+        #: The kernel's environment, directory and login-shell wrapper (kernelenv.py).
+        self.spawn_hook: SpawnHook | None = None
+
+    def child_base_env(self) -> dict[str, str]:
+        """The environment a child inherits when its request does not replace it."""
+        base = self.base_env if self.base_env is not None else dict(os.environ)
+        return self.spawn_hook.environ(base) if self.spawn_hook is not None else dict(base)
+
+    def child_cwd(self) -> str:
+        """Where a child starts when its request names no directory."""
+        hook_cwd = self.spawn_hook.cwd() if self.spawn_hook is not None else None
+        return self.default_cwd or hook_cwd or os.getcwd()
 
     # ------------------------------------------------------------------ entries
     def get(self, process_id: str) -> ManagedProcess | None:
@@ -143,9 +164,12 @@ class ProcessTable(Configurable):
         self.check_spec(spec)
         process_id = process_id or self.new_id()
         self._check_room(process_id)
-        env, cwd = resolve(spec, self.base_env, self.default_cwd)
+        env, cwd = resolve(spec, self.child_base_env(), self.child_cwd())
+        argv = spec.argv
+        if self.spawn_hook is not None:
+            argv, env = self.spawn_hook.command(list(argv), env)
         child = spawn(
-            spec.argv,
+            argv,
             env=env,
             cwd=cwd,
             tty=spec.tty,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from jupyter_client import BlockingKernelClient, KernelManager
@@ -24,6 +26,26 @@ def wait_started(km: KernelManager, **kw: Any) -> KernelManager:
     kc.wait_for_ready(timeout=scaled(60))
     kc.stop_channels()
     return km
+
+
+def ready_client(km: KernelManager) -> BlockingKernelClient:
+    """The kernel manager's own client, channels started, the kernel answering."""
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    return kc
+
+
+@contextlib.contextmanager
+def running_kernel(name: str = "codex-exec", **kw: Any) -> Iterator[BlockingKernelClient]:
+    """A started kernel and a ready client; both end on exit."""
+    km = start_kernel(name, **kw)
+    kc = ready_client(km)
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def blocking_client(km: KernelManager) -> BlockingKernelClient:

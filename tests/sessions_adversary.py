@@ -96,7 +96,7 @@ def good_meta(sid: str, **overrides: Any) -> dict[str, Any]:
         "id": sid, "argv": ["sleep", "1"], "cwd": "/", "tty": False, "pid": None,
         "supervisorPid": None, "startTicks": None, "createdAt": "2026-01-01T00:00:00.000000Z",
         "endedAt": "2026-01-01T00:00:01.000000Z", "exitCode": 0, "signal": None,
-        "status": "exited", "size": {"rows": 24, "cols": 80},
+        "status": "exited", "size": {"rows": 24, "cols": 80}, "display": "sleep 1",
     }  # fmt: skip
     meta.update(overrides)
     return meta

@@ -56,6 +56,7 @@ def test_notebook_output_order_status_and_options(tmp_path) -> None:
     assert errors(c[1]) == ["ExecFailed: exit status 3: exit 3"]
     assert streams(c[2])[-1] == ("stdout", "exit was 4\n") and not errors(c[2])
     assert streams(c[3])[-1] == ("stdout", "'a  b' 'err\\n' 0\n")  # quoting kept, streams split
+    # nbclient names no cell: the PTY's bytes as they came (rendering: test_magics_tty.py)
     assert "\x1b[31mred\x1b[0m\r\n" in "".join(t for _, t in streams(c[4]))
     assert errors(c[5]) == ["ExecFailed: timed out after 0.5s: sleep 30"]
     assert "".join(t for _, t in streams(c[6])) == f"{tmp_path}\nhi\n"
@@ -98,7 +99,8 @@ def test_huge_output_truncated_in_cell_but_complete_through_the_table() -> None:
         full = "".join(f"{i}\n" for i in range(1, 1000001))
         assert len(text) < 1.3 * 1024 * 1024 < len(full)
         assert text.startswith("1\n2\n3\n") and text.endswith("999999\n1000000\n")
-        notice = re.search(r"([\d,]+) characters of output skipped.*?'(proc-\d+)'", text)
+        notice = re.search(r"([\d,]+) bytes \([\d,]+ lines\) of output skipped.*?'(proc-\d+)'",
+                           text)  # fmt: skip
         assert notice, text[500_000:500_500]
         with ExecClient.connect(km.connection_file) as client:
             proc = client.attach(notice.group(2), after_seq=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .assist import install_completer, install_inspector
 from .exec_magics import ExecMagics
 from .result import ExecFailed, ExecResult
 from .sessions import SessionMagics
@@ -21,7 +22,14 @@ def load_ipython_extension(ipython: Any) -> None:
     if kernel is not None:
         from ..service import ExecService
 
-        ExecService.attach(kernel)  # table, comm target, shutdown hook: once per kernel
+        service = ExecService.attach(kernel)  # table, comm target, shutdown hook: once
+        ipython.configurables.append(service.kernel_env)  # `%config KernelEnvironment.x`
+        install_inspector(kernel, ipython)
+
+        def path_of() -> str:
+            return service.table.child_base_env().get("PATH", "")
+
+        install_completer(ipython, path_of)
     magics = ExecMagics(shell=ipython, parent=ipython)
     ipython.register_magics(magics)
     ipython.configurables.append(magics)  # so `%config ExecMagics.x = ...` reaches it

@@ -9,18 +9,17 @@ paused rather than buffered without bound.
 
 from __future__ import annotations
 
-import codecs
 import queue
 import signal
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from ..process import Event, ManagedProcess
 from ..service import ExecService
+from .display import Display, TtyDisplay
 
 
 class CellSubscriber:
@@ -37,69 +36,6 @@ class CellSubscriber:
 
     def __hash__(self) -> int:
         return id(self)
-
-
-@dataclass
-class Display:
-    """Writes output to the cell, keeping head and tail when it grows past a limit."""
-
-    limit: int
-    quiet: bool = False
-    shown: int = 0
-    skipped: int = 0
-    tail: deque[tuple[str, str]] = field(default_factory=deque)
-    tail_bytes: int = 0
-    decoders: dict[str, Any] = field(default_factory=dict)
-
-    def stream_for(self, name: str) -> TextIO:
-        return sys.stderr if name == "stderr" else sys.stdout
-
-    def write(self, stream: str, data: bytes) -> None:
-        if self.quiet:
-            return
-        decoder = self.decoders.setdefault(
-            stream, codecs.getincrementaldecoder("utf-8")(errors="replace")
-        )
-        text = decoder.decode(data)
-        if not text:
-            return
-        head_room = self.limit // 2 - self.shown
-        if head_room > 0:
-            piece, text = text[:head_room], text[head_room:]
-            out = self.stream_for(stream)
-            out.write(piece)
-            out.flush()
-            self.shown += len(piece)
-        if text:  # past the head: keep a bounded tail, count what falls out
-            self.tail.append((stream, text))
-            self.tail_bytes += len(text)
-            excess = self.tail_bytes - self.limit // 2
-            while excess > 0:  # trim by characters: one chunk may be larger than the tail
-                first_stream, first = self.tail[0]
-                if len(first) <= excess:
-                    self.tail.popleft()
-                    cut = len(first)
-                else:
-                    self.tail[0] = (first_stream, first[excess:])
-                    cut = excess
-                self.tail_bytes -= cut
-                self.skipped += cut
-                excess -= cut
-
-    def finish(self, process_id: str) -> None:
-        if self.quiet:
-            return
-        if self.skipped:
-            sys.stderr.write(
-                f"\n... [{self.skipped:,} characters of output skipped here; the whole output "
-                f"is readable with process/read on {process_id!r} or with %exec --capture] ...\n"
-            )
-            sys.stderr.flush()
-        for stream, text in self.tail:
-            out = self.stream_for(stream)
-            out.write(text)
-            out.flush()
-        self.tail.clear()
 
 
 @dataclass
@@ -131,7 +67,7 @@ class CellRun:
 
     service: ExecService
     proc: ManagedProcess
-    display: Display
+    display: Display | TtyDisplay
     options: RunOptions
     sub: CellSubscriber = field(default_factory=lambda: CellSubscriber())
     captured: dict[str, bytearray] = field(
@@ -144,6 +80,9 @@ class CellRun:
     timed_out: bool = False
     interrupted: bool = False
     _last_interrupt: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.display.process_id = self.proc.process_id
 
     # ------------------------------------------------------------------ table calls
     def _on_io(self, fn: Any, *args: Any) -> Any:
@@ -212,6 +151,7 @@ class CellRun:
         while not self.closed:
             try:
                 self._pump(0.05)
+                self.display.tick()
                 now = time.monotonic()
                 if deadline is not None and now > deadline and not self.exited.is_set():
                     self.timed_out = True

@@ -16,10 +16,13 @@ from IPython.display import display
 
 from ..envpolicy import environ_with
 from ..protocol import SpawnSpec
+from ..service import ExecService
 from ..sessions.api import SessionManager
 from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
 from ..sessions.store import SessionError
+from ..showtext import when_text
+from .options import MagicParser, parse_magic_args
 from .result import ExecFailed
 
 TERMINAL_MIME = "application/vnd.codex-exec.terminal+json"
@@ -29,11 +32,14 @@ def _manager(magics: Magics) -> SessionManager:
     return SessionManager(SessionConfig(config=magics.shell.config))
 
 
-def start_background(magics: Magics, args: Any, argv: list[str]) -> None:
+def start_background(magics: Magics, args: Any, argv: list[str], display: str) -> None:
     """``%exec --bg [--id ID] CMD``: start a session that outlives the kernel."""
-    spec = SpawnSpec(argv=argv, cwd=args.cwd, env=environ_with(args.env), tty=args.tty)
+    kernel = getattr(magics.shell, "kernel", None)
+    service = ExecService.of(kernel) if kernel is not None else None
+    base = service.table.child_base_env() if service is not None else None
+    spec = SpawnSpec(argv=argv, cwd=args.cwd, env=environ_with(args.env, base), tty=args.tty)
     try:
-        info = _manager(magics).create(spec, session_id=args.session_id)
+        info = _manager(magics).create(spec, session_id=args.session_id, display=display)
     except (SessionError, Exception) as exc:
         raise ExecFailed(f"could not start the session: {exc}") from None
     print(f"started background session {info.id} (pid {info.meta.pid}); "
@@ -50,34 +56,42 @@ class SessionTable:
         return format_table(self.infos) if self.infos else "no sessions"
 
     def _repr_html_(self) -> str:
+        # Never typeset: mathjax_ignore (MathJax 3, JupyterLab) / tex2jax_ignore (MathJax
+        # 2) on the table, and commands in <code>, which MathJax skips anyway; a
+        # command like `seq 1 $N; echo $HOME` must show as typed.
         if not self.infos:
             return "<em>no sessions</em>"
-        head = "".join(f"<th>{h}</th>" for h in
-                       ("#", "id", "pid", "status", "exit", "output", "created", "command"))
+        heads = ("#", "id", "pid", "status", "exit", "output", "created", "command")
+        head = "".join(f"<th>{h}</th>" for h in heads)
         rows = []
         for info in self.infos:
             m = info.meta
             exit_text = "" if m.exit_code is None else (m.signal or str(m.exit_code))
-            cells = (info.index, m.id, m.pid or "", info.status, exit_text,
-                     human_size(info.output_bytes), m.created_at, describe(info))
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                        + "</tr>")
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            cells = [html.escape(str(c)) for c in (info.index, m.id, m.pid or "", info.status,
+                     exit_text, human_size(info.output_bytes))]  # fmt: skip
+            created = html.escape(when_text(m.created_at))
+            cells.append(f'<span title="{html.escape(m.created_at)}">{created}</span>')
+            command = html.escape(describe(info))
+            cells.append(f'<code title="{html.escape(shlex.join(m.argv))}">{command}</code>')
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return (
+            '<table class="codex-exec-sessions mathjax_ignore tex2jax_ignore">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=True,
-                                     exit_on_error=False)  # fmt: skip
-    return parser
+    return MagicParser(prog=prog, description=description, add_help=True)
 
 
 def _parse(parser: argparse.ArgumentParser, line: str) -> argparse.Namespace | None:
+    """Options of a session magic; a usage error fails the cell, as in ``%exec``.
+    A trailing ``# comment`` is ignored, as a shell would (``%sessions  # list them``)."""
     try:
-        return parser.parse_args(shlex.split(line))
-    except SystemExit:  # --help printed
-        return None
-    except argparse.ArgumentError as exc:
+        tokens = shlex.split(line, comments=True)
+    except ValueError as exc:
         raise ExecFailed(f"{parser.prog}: {exc}") from None
+    return parse_magic_args(parser, tokens)
 
 
 SESSIONS = _parser("%sessions", "List background sessions, or delete one.")
@@ -177,3 +191,8 @@ class SessionMagics(Magics):
                 "show the panel); in a console use %exec or codex-exec session attach.")
         display({TERMINAL_MIME: request, "text/plain": text}, raw=True)
 
+
+SessionMagics.sessions.__doc__ = SESSIONS.format_help()
+SessionMagics.attach.__doc__ = ATTACH.format_help()
+SessionMagics.logs.__doc__ = LOGS.format_help()
+SessionMagics.terminal.__doc__ = TERMINAL.format_help()

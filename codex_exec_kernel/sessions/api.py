@@ -62,6 +62,7 @@ class SessionManager:
         session_id: str | None = None,
         base_env: Mapping[str, str] | None = None,
         default_cwd: str | None = None,
+        display: str | None = None,
     ) -> SessionInfo:
         """Start ``spec`` as a background session; returns once the child runs.
 
@@ -71,7 +72,7 @@ class SessionManager:
         """
         meta = create_session(
             self.store, self.config, spec, session_id=session_id, base_env=base_env,
-            default_cwd=default_cwd,
+            default_cwd=default_cwd, display=display,
         )  # fmt: skip
         return self.store.get(meta.id)
 

@@ -11,17 +11,17 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import signal as _signal
 import sys
 from collections.abc import Sequence
 
 from ..envpolicy import environ_with
 from ..protocol import SIGNALS, SpawnSpec
+from ..showtext import command_text, one_line, when_text
 from .api import SessionManager, check_signal_number
 from .config import SessionConfig
 from .launch import LaunchError
-from .store import SessionError, SessionInfo, parse_iso
+from .store import SessionError, SessionInfo
 from .terminal import attach_terminal
 
 
@@ -162,11 +162,6 @@ def human_size(n: int) -> str:
     return f"{n}B"
 
 
-def _local_time(iso: str | None) -> str:
-    when = parse_iso(iso)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S") if when else "-"
-
-
 def format_table(infos: Sequence[SessionInfo]) -> str:
     header = ("#", "ID", "PID", "STATUS", "EXIT", "OUTPUT", "CREATED", "COMMAND")
     rows = [header]
@@ -177,7 +172,7 @@ def format_table(infos: Sequence[SessionInfo]) -> str:
             exit_text = m.signal or str(m.exit_code)
         rows.append((
             str(info.index), m.id, str(m.pid or "-"), info.status, exit_text,
-            human_size(info.output_bytes), _local_time(m.created_at), describe(info),
+            human_size(info.output_bytes), when_text(m.created_at), describe(info),
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
@@ -190,7 +185,7 @@ def describe(info: SessionInfo) -> str:
     if info.problem is not None:
         text = f"[{info.problem}; delete it with: codex-exec session delete {info.id}]"
     else:
-        text = shlex.join(info.meta.argv)
+        text = one_line(command_text(info.meta.argv, info.meta.display))
     note = info.log_note
     return f"{text}  [{note}]" if note else text
 

@@ -57,6 +57,7 @@ def create_session(
     session_id: str | None = None,
     base_env: Mapping[str, str] | None = None,
     default_cwd: str | None = None,
+    display: str | None = None,
 ) -> SessionMeta:
     """Create and start a session; returns its meta once the child runs.
 
@@ -79,14 +80,14 @@ def create_session(
             with store.open_session(sid) as dir_fd:
                 store.write_meta(
                     SessionMeta(id=sid, argv=argv, cwd=cwd, tty=tty, created_at=created_at,
-                                size=size),
+                                size=size, display=display),
                     dir_fd,
                 )  # fmt: skip
             launch = LaunchSpec(
                 session_id=sid, home=store.home, argv=argv, cwd=cwd, env=env, tty=tty, size=size,
                 created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
                 exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
-                kill_grace=config.delete_grace,
+                kill_grace=config.delete_grace, display=display,
             )  # fmt: skip
             answer = _start_supervisor(launch, config.start_timeout)
         except BaseException as exc:

@@ -102,6 +102,8 @@ class SessionMeta:
     signal: str | None = None
     status: str = "running"
     size: tuple[int, int] = (24, 80)
+    #: The command as the user typed it (``%exec --bg CMD``); ``argv`` keeps the details.
+    display: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,7 +112,7 @@ class SessionMeta:
             "startTicks": self.start_ticks, "supervisorStartTicks": self.supervisor_start_ticks,
             "createdAt": self.created_at, "endedAt": self.ended_at,
             "exitCode": self.exit_code, "signal": self.signal, "status": self.status,
-            "size": {"rows": self.size[0], "cols": self.size[1]},
+            "size": {"rows": self.size[0], "cols": self.size[1]}, "display": self.display,
         }  # fmt: skip
 
     @classmethod
@@ -147,6 +149,7 @@ class SessionMeta:
             supervisor_start_ticks=f.integer("supervisorStartTicks", lo=0),
             ended_at=ended_at, exit_code=exit_code, signal=f.string("signal", optional=True),
             status=f.string("status", optional=True) or "running", size=(rows, cols),
+            display=f.string("display", optional=True),
         )  # fmt: skip
 
 

@@ -55,9 +55,10 @@ class SessionMethods:
         table = ctx.table
         table.check_spec(params.spec)
         try:
+            # The kernel's environment and current directory (kernelenv.py), taken now.
             info = await asyncio.to_thread(
                 self.manager.create, params.spec, session_id=params.session_id,
-                base_env=table.base_env, default_cwd=table.default_cwd,
+                base_env=table.child_base_env(), default_cwd=table.child_cwd(),
             )  # fmt: skip
         except SessionExists as exc:
             raise invalid_request(str(exc)) from None

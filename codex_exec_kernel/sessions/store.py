@@ -140,7 +140,7 @@ class SessionInfo:
             "exitCode": m.exit_code, "signal": m.signal, "createdAt": m.created_at,
             "endedAt": m.ended_at, "outputBytes": self.output_bytes, "cwd": m.cwd,
             "supervisorPid": m.supervisor_pid, "index": self.index, "problem": self.problem,
-            "droppedBytes": self.dropped_bytes, "logNote": self.log_note,
+            "droppedBytes": self.dropped_bytes, "logNote": self.log_note, "display": m.display,
         }  # fmt: skip
 
 

@@ -74,6 +74,7 @@ class LaunchSpec:
     exit_linger: float = 1.0
     client_drain_timeout: float = 10.0
     kill_grace: float = 2.0
+    display: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class LaunchSpec:
             "createdAt": self.created_at, "arg0": self.arg0,
             "attachTailBytes": self.attach_tail_bytes, "exitLinger": self.exit_linger,
             "clientDrainTimeout": self.client_drain_timeout, "killGrace": self.kill_grace,
+            "display": self.display,
         }  # fmt: skip
 
     @classmethod
@@ -93,7 +95,7 @@ class LaunchSpec:
             attach_tail_bytes=int(obj["attachTailBytes"]),
             exit_linger=float(obj["exitLinger"]),
             client_drain_timeout=float(obj["clientDrainTimeout"]),
-            kill_grace=float(obj["killGrace"]),
+            kill_grace=float(obj["killGrace"]), display=obj.get("display"),
         )  # fmt: skip
 
 
@@ -549,7 +551,7 @@ def run(spec: LaunchSpec) -> int:
         created_at=spec.created_at, pid=child.pid, supervisor_pid=os.getpid(),
         start_ticks=process_start_ticks(child.pid),
         supervisor_start_ticks=process_start_ticks(os.getpid()), status="running",
-        size=spec.size,
+        size=spec.size, display=spec.display,
     )  # fmt: skip
     backend = LocalBackend(child, spec.tty, loop)
     try:

@@ -14,7 +14,8 @@
 import type { IDisposable, ITerminalAddon, Terminal } from '@xterm/xterm';
 
 import { ExecConnection } from './connection';
-import { ISize, RpcError } from './protocol';
+import { ISize, RpcError, Stream } from './protocol';
+import { asTerminalOutput } from './shellstart';
 import { ProcessStream } from './stream';
 
 /** What the addon uses of a terminal (xterm's, or its headless twin). */
@@ -115,9 +116,10 @@ export class ProcessTerminalAddon implements ITerminalAddon {
   }
 
   private _sink = {
-    write: (data: Uint8Array, done: () => void): void => {
+    write: (data: Uint8Array, done: () => void, stream: Stream): void => {
       this._host.beforeWrite?.(); // first: after typing, xterm parses within write()
-      this._term!.write(data, done);
+      // Pipe output (a non-tty process or session) shown as `onlcr` would: no staircase.
+      this._term!.write(asTerminalOutput(stream, data), done);
     },
     exited: (exitCode: number | null, signal: string | null): void => this._host.exited(exitCode, signal),
     closed: (): void => {

@@ -103,6 +103,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         processId: args.processId as string | undefined,
         sessionId: args.sessionId as string | undefined,
         afterSeq: 0,
+        launcherCwd: typeof args.cwd === 'string' ? args.cwd : undefined,
         settings,
         isLight: isLight()
       });

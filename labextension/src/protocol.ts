@@ -128,6 +128,8 @@ export interface ISessionInfo {
   id: string;
   pid: number | null;
   argv: string[];
+  /** The command as the user typed it (`%exec --bg CMD`), else null. */
+  display?: string | null;
   tty: boolean;
   status: 'running' | 'exited' | 'lost';
   exitCode: number | null;

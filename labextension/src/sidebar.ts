@@ -232,7 +232,7 @@ export class SessionsSidebar extends Widget {
       const row = this._row(
         s.id,
         status,
-        [s.argv.join(' '), s.pid ? `pid ${s.pid}` : '', age(s.createdAt)],
+        [s.display || s.argv.join(' '), s.pid ? `pid ${s.pid}` : '', age(s.createdAt)],
         s.argv.join(' ')
       );
       row.dataset.sessionId = s.id;

@@ -12,12 +12,15 @@
 import { IDisposable } from '@lumino/disposable';
 
 import { ExecConnection, IWithBuffers } from './connection';
-import { IReadResult, ProcessEvent, resolveBytes } from './protocol';
+import { IReadResult, ProcessEvent, resolveBytes, Stream } from './protocol';
 
 /** Where a stream's events go (the terminal widget). */
 export interface IStreamSink {
-  /** Consume output; call `done` once it is used (parsed by xterm). */
-  write(data: Uint8Array, done: () => void): void;
+  /**
+   * Consume output of `stream` (raw bytes, as the process wrote them); call
+   * `done` once it is used (parsed by xterm).
+   */
+  write(data: Uint8Array, done: () => void, stream: Stream): void;
   exited(exitCode: number | null, signal: string | null): void;
   closed(): void;
   /** A line for the user about the stream itself (lost output). */
@@ -223,7 +226,7 @@ export class ProcessStream implements IDisposable {
       case 'output': {
         const seq = event.seq;
         const size = event.data.byteLength;
-        this._sink.write(event.data, () => this._consumed(seq, size));
+        this._sink.write(event.data, () => this._consumed(seq, size), event.stream);
         break;
       }
       case 'exited':

@@ -8,6 +8,7 @@
  * output with flow control, size) is the {@link ProcessTerminalAddon}; the
  * kernel, its connection and getting it back are the {@link KernelLink}.
  */
+import { PageConfig } from '@jupyterlab/coreutils';
 import { PromiseDelegate, UUID } from '@lumino/coreutils';
 import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -22,6 +23,7 @@ import { CursorBlink } from './cursor';
 import { IKernelLeaser, KernelGoneError } from './kernels';
 import { KernelLink } from './link';
 import { ErrorCode, IStartResult, RpcError, SignalName } from './protocol';
+import { launcherStartDir } from './shellstart';
 import { terminalTheme } from './theme';
 
 /** User settings of the panel (see schema/plugin.json). */
@@ -60,6 +62,8 @@ export interface IKernelTerminalOptions extends IKernelTerminalState {
    * reload uses) replays every retained event, which repaints the screen.
    */
   afterSeq?: number;
+  /** The launcher's directory (relative to the server's root) for the first shell. */
+  launcherCwd?: string;
 }
 
 const CLIENT_NAME = 'jupyterlab-kernel-terminal';
@@ -90,6 +94,7 @@ export class KernelTerminal extends Widget {
       sessionId: options.sessionId
     };
     this._afterSeq = options.afterSeq ?? 0;
+    this._launcherCwd = options.launcherCwd;
     this._settings = { ...options.settings };
     this._isLight = options.isLight;
 
@@ -304,13 +309,19 @@ export class KernelTerminal extends Widget {
     this._exitShown = false;
     this._shell = shell;
     const size = { rows: this._term.rows, cols: this._term.cols };
-    await conn.request<IStartResult>('process/start', {
-      processId,
-      argv: [shell, '-l'],
-      tty: true,
-      size: { ...size },
-      title: 'Kernel Terminal'
-    });
+    const start = (cwd?: string) =>
+      conn.request<IStartResult>('process/start', {
+        processId,
+        argv: [shell, '-l'],
+        tty: true,
+        size: { ...size },
+        title: 'Kernel Terminal',
+        ...(cwd ? { cwd } : {})
+      });
+    const cwd = launcherStartDir(this._launcherCwd, PageConfig.getOption('serverRoot'), env.home);
+    this._launcherCwd = undefined; // a restarted shell starts where the kernel is
+    // A remote kernel (a gateway) may not have the server's directory: start anyway.
+    await start(cwd).catch(err => (cwd ? start() : Promise.reject(err)));
     this._setProcess(processId);
     this._process.live(size);
   }
@@ -494,6 +505,7 @@ export class KernelTerminal extends Widget {
   private _state: IKernelTerminalState;
   private _stateChanged = new Signal<this, IKernelTerminalState>(this);
   private _afterSeq: number;
+  private _launcherCwd: string | undefined;
   private _settings: ITerminalSettings;
   private _isLight: boolean;
   private _body: HTMLDivElement;
