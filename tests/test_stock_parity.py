@@ -136,7 +136,7 @@ def test_bind_socket_uses_no_deprecated_pyzmq_api() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", DeprecationWarning)
             app._bind_socket(sock, 0)
-        assert sock.get(zmq.SNDHWM) == 0
+        assert sock.get(zmq.SNDHWM) == app.iopub_sndhwm  # applied, without the deprecated API
     finally:
         sock.close(0)
         ctx.term()
