@@ -80,6 +80,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("README.md", "codex-exec connect --existing kernel-1234.json            # ZeroMQ, as "
      "jupyter console"): "the three routes name placeholder servers and kernels; "
     "tests/test_connect_suite.py runs the stdio suite through each route against real ones",
+    ("docs/deploy.md", 'c.JupyterHub.ip = "127.0.0.1"; c.JupyterHub.port = 8000'): "a "
+    "config file, not a script; tests/browser/test_deploy_hub.py writes the same settings and "
+    "runs the hub with them",
+    ("docs/deploy.md", "from tornado.websocket import WebSocketProtocol13"): "a config "
+    "file for Enterprise Gateway, not a script; tests/browser/test_deploy_gateway.py writes "
+    "it and runs the gateway with it",
     ("docs/terminal-panel.md", "cd labextension"): "rebuilds the labextension from npm and "
     "runs the browser suite: `make setup` and `make test` do exactly that",
 }  # fmt: skip
