@@ -403,7 +403,9 @@ def test_gigabyte_flood_keeps_page_and_kernel_bounded(lab):
     ours = flood(lab, lambda: kernel.memory_info().rss, tail, 1_000_000_000, timeout=600)
     assert ours["finished"], ours
     assert ours["rss_growth_MB"] < 100, ours
-    assert ours["slowest_page_evaluate_ms"] < 2000, ours
+    # The page answers within 2 s on a quiet machine (about 0.2 s measured); a loaded one
+    # stretches it like every other deadline (CODEX_EXEC_TEST_TIMEOUT_SCALE).
+    assert ours["slowest_page_evaluate_ms"] < scaled(2000), ours
     lab.run(wid, "echo after-$((6*7))", "after-42")
     open_jupyterlab_terminal(lab)
     server = psutil.Process(lab.server.proc.pid)
