@@ -6,8 +6,9 @@ as it arrives would cut throughput and delay echoes, so the model is fed lazily:
 * output is queued by reference (the same ``bytes`` the process table retains), with
   a ``mark`` (the entry's seq, or the supervisor's log offset) and resizes in order;
 * it is fed in small pieces when output pauses (``quiet_seconds`` after the last
-  push), in slices of ``slice_seconds`` using at most ``duty`` of the loop's time, so
-  no step holds the loop for long and an echo never waits behind a redraw;
+  push, and not within ``flood_hold_seconds`` of a skip), in slices of
+  ``slice_seconds`` using at most ``duty`` of the loop's time, so no step holds the
+  loop for long and an echo never waits behind a redraw;
 * a snapshot (:meth:`catch_up`) feeds what is left, in slices that yield to the loop;
 * when the queue passes ``backlog_bytes`` (output outruns the model: a flood), the
   oldest output is skipped down to the newest ``rebuild_bytes``: a regex pass
@@ -38,9 +39,12 @@ class ScreenSettings:
     scrollback_lines: int = 2000
     backlog_bytes: int = 256 * 1024
     rebuild_bytes: int = 32 * 1024
-    quiet_seconds: float = 0.02
+    quiet_seconds: float = 0.05
     slice_seconds: float = 0.005
     duty: float = 0.25
+    #: No feeding in the background for this long after a skip: during a flood the
+    #: output pauses (flow control, coalescing) but would be skipped again anyway.
+    flood_hold_seconds: float = 0.5
     catch_up_slice_seconds: float = 0.02
 
 
@@ -83,6 +87,7 @@ class ScreenFeeder:
         self._offset = 0  # bytes of the head item already fed
         self._tracker: ModeTracker | None = None  # set while the model awaits a rebuild
         self._last_push = 0.0
+        self._last_skip = -1e9
         self._handle: asyncio.TimerHandle | None = None
         self._busy = False
         self._closed = False
@@ -121,15 +126,16 @@ class ScreenFeeder:
             self._tracker = ModeTracker.from_model(self.model)
             self.size = (self.model.lines, self.model.columns)
         tracker = self._tracker
+        self._last_skip = self.loop.time()
         while self._queued > self.settings.rebuild_bytes and len(self._queue) > 1:
             item = self._queue.popleft()
             if item.size is not None:
                 self.size = item.size
             else:
-                rest = item.data[self._offset :] if self._offset else item.data
-                tracker.scan(rest)
-                self._queued -= len(rest)
-                self.skipped_bytes += len(rest)
+                tracker.scan(item.data, self._offset)
+                rest = len(item.data) - self._offset
+                self._queued -= rest
+                self.skipped_bytes += rest
             self._offset = 0
             self.fed_mark = max(self.fed_mark, item.mark)
         head = self._queue[0] if self._queue else None
@@ -138,7 +144,7 @@ class ScreenFeeder:
             # from a line or sequence start so the rebuild does not begin mid-sequence.
             cut = len(head.data) - self.settings.rebuild_bytes
             cut = _boundary(head.data, max(cut, self._offset))
-            tracker.scan(head.data[self._offset : cut])
+            tracker.scan(head.data, self._offset, cut)
             self._queued -= cut - self._offset
             self.skipped_bytes += cut - self._offset
             self._offset = cut
@@ -185,8 +191,9 @@ class ScreenFeeder:
             return
         now = self.loop.time()
         quiet = self.settings.quiet_seconds
-        if now - self._last_push < quiet:
-            self._schedule(self._last_push + quiet - now)
+        resume = max(self._last_push + quiet, self._last_skip + self.settings.flood_hold_seconds)
+        if now < resume:
+            self._schedule(resume - now)
             return
         self._feed(None, now + self.settings.slice_seconds)
         if self._queue:
