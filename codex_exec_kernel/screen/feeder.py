@@ -9,7 +9,8 @@ as it arrives would cut throughput and delay echoes, so the model is fed lazily:
   push, and not within ``flood_hold_seconds`` of a skip), in slices of
   ``slice_seconds`` using at most ``duty`` of the loop's time, so no step holds the
   loop for long and an echo never waits behind a redraw;
-* a snapshot (:meth:`catch_up`) feeds what is left, in slices that yield to the loop;
+* a snapshot (:meth:`snapshot`) feeds what is left and renders, in slices that yield
+  to the loop;
 * when the queue passes ``backlog_bytes`` (output outruns the model: a flood), the
   oldest output is skipped down to the newest ``rebuild_bytes``: a regex pass
   (:class:`.modes.ModeTracker`) keeps the modes exact over it, and the model is
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from .model import ModelStream, ScreenModel
 from .modes import ModeTracker
-from .render import render
+from .render import render, render_steps
 
 #: Bytes fed to pyte between two looks at the clock (~1-3 ms at pyte's speed).
 PIECE = 1024
@@ -200,19 +201,35 @@ class ScreenFeeder:
             used = max(self.loop.time() - now, 0.001)
             self._schedule(used * (1 / self.settings.duty - 1))
 
-    async def catch_up(self, until: int) -> int:
-        """Feed everything up to ``until``; the mark the model now reflects (>= until
-        when output was skipped past it meanwhile). Yields to the loop between slices."""
+    async def snapshot(
+        self, until: int, rows: int | None = None, cols: int | None = None
+    ) -> tuple[int, bytes]:
+        """Feed everything up to ``until``, then render for a fresh ``rows`` x ``cols``
+        terminal: (the mark the bytes reflect, the bytes). The mark is ``until``, or
+        later when output was skipped past it meanwhile. Both phases run in slices that
+        yield to the loop; nothing feeds the model in between."""
         while self._busy:
             await asyncio.sleep(0.001)
         self._busy = True
+        slice_seconds = self.settings.catch_up_slice_seconds
         try:
             while True:
                 target = max(until, self.fed_mark)
-                self._feed(target, self.loop.time() + self.settings.catch_up_slice_seconds)
+                self._feed(target, self.loop.time() + slice_seconds)
                 if self._tracker is None and not (self._queue and self._queue[0].mark <= target):
-                    return max(target, self.fed_mark)
+                    break
                 await asyncio.sleep(0)
+            mark = max(target, self.fed_mark)
+            steps = render_steps(self.model, rows, cols)
+            deadline = self.loop.time() + slice_seconds
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return mark, done.value
+                if self.loop.time() >= deadline:
+                    await asyncio.sleep(0)
+                    deadline = self.loop.time() + slice_seconds
         finally:
             self._busy = False
             if self._queue:
@@ -220,7 +237,7 @@ class ScreenFeeder:
 
     # ------------------------------------------------------------------ views
     def render(self, rows: int | None = None, cols: int | None = None) -> bytes:
-        """The model as bytes for a fresh xterm.js (call after :meth:`catch_up`)."""
+        """The model as bytes for a fresh xterm.js, at once (tests; see :meth:`snapshot`)."""
         return render(self.model, rows, cols)
 
     def close(self) -> None:
