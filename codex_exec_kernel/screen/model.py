@@ -141,30 +141,130 @@ class ScreenModel(pyte.Screen):
         buf.default_factory = lambda: pyte.screens.StaticDefaultDict(BLANK)
         return buf
 
-    # ------------------------------------------------------------------ scrolling
+    # ------------------------------------------------------------------ scrolling, erasing
+    # As xterm.js: what scrolls in or is erased takes the pen's background only
+    # (pyte copies the whole pen, or leaves cells it never drew), SU/SD do not touch
+    # the scrollback, IL/DL move the cursor to the first column.
+    def _erased(self) -> Cell:
+        bg = self.cursor.attrs.bg
+        return BLANK if bg == "default" else BLANK._replace(bg=bg)
+
+    def _blank_line(self, cell: Cell) -> Any:
+        line = pyte.screens.StaticDefaultDict(BLANK)
+        if cell is not BLANK:
+            for x in range(self.columns):
+                line[x] = cell
+        return line
+
+    def _fill(self, y: int, start: int, end: int, cell: Cell) -> None:
+        line = self.buffer[y]
+        for x in range(max(start, 0), min(end, self.columns)):
+            if cell is BLANK:
+                line.pop(x, None)
+            else:
+                line[x] = cell
+
+    def _region(self) -> tuple[int, int]:
+        return (self.margins.top, self.margins.bottom) if self.margins else (0, self.lines - 1)
+
+    def _shift(self, top: int, bottom: int, count: int, cell: Cell) -> None:
+        """Move lines top..bottom up by ``count`` (down when negative), blank the rest."""
+        buf = self.buffer
+        lines = [buf.get(y) for y in range(top, bottom + 1)]
+        size = bottom - top + 1
+        count = max(-size, min(size, count))
+        for i in range(size):
+            src = i + count
+            line = lines[src] if 0 <= src < size else None
+            if line is None and 0 <= src < size:
+                buf.pop(top + i, None)
+            elif line is None:
+                buf[top + i] = self._blank_line(cell)
+            else:
+                buf[top + i] = line
+        self.dirty.update(range(top, bottom + 1))
+
     def index(self) -> None:
-        top, bottom = self.margins or Margins(0, self.lines - 1)
-        if self.cursor.y == bottom and top == 0 and self.other is None and self.history.maxlen:
-            self.history.append(self.buffer[0])
-        super().index()
+        top, bottom = self._region()
+        if self.cursor.y == bottom:
+            if top == 0 and self.other is None and self.history.maxlen:
+                self.history.append(self.buffer[0])
+            self._shift(top, bottom, 1, self._erased())
+        else:
+            self.cursor_down()
+
+    def reverse_index(self) -> None:
+        top, bottom = self._region()
+        if self.cursor.y == top:
+            self._shift(top, bottom, -1, self._erased())
+        else:
+            self.cursor_up()
 
     def scroll_up(self, count: int = 1, **kwargs: Any) -> None:
         """SU (CSI S): the region scrolls up, without moving the cursor."""
-        saved = self.cursor.y
-        bottom = self.margins.bottom if self.margins else self.lines - 1
-        for _ in range(min(max(count, 1), self.lines)):
-            self.cursor.y = bottom
-            self.index()
-        self.cursor.y = saved
+        top, bottom = self._region()
+        self._shift(top, bottom, max(count, 1), self._erased())
 
     def scroll_down(self, count: int = 1, **kwargs: Any) -> None:
-        """SD (CSI T): the region scrolls down, without moving the cursor."""
-        saved = self.cursor.y
-        top, _ = self.margins or Margins(0, self.lines - 1)
-        for _ in range(min(max(count, 1), self.lines)):
-            self.cursor.y = top
-            self.reverse_index()
-        self.cursor.y = saved
+        """SD (CSI T): the region scrolls down (blank lines without a background)."""
+        top, bottom = self._region()
+        self._shift(top, bottom, -max(count, 1), BLANK)
+
+    def insert_lines(self, count: int | None = None) -> None:
+        top, bottom = self._region()
+        if top <= self.cursor.y <= bottom:
+            self._shift(self.cursor.y, bottom, -(count or 1), self._erased())
+            self.cursor.x = 0
+
+    def delete_lines(self, count: int | None = None) -> None:
+        top, bottom = self._region()
+        if top <= self.cursor.y <= bottom:
+            self._shift(self.cursor.y, bottom, count or 1, self._erased())
+            self.cursor.x = 0
+
+    def insert_characters(self, count: int | None = None) -> None:
+        x0 = min(self.cursor.x, self.columns - 1)
+        count = count or 1
+        line = self.buffer[self.cursor.y]
+        for x in range(self.columns - 1, x0 - 1, -1):
+            if x - count >= x0 and x - count in line:
+                line[x] = line[x - count]
+            else:
+                line.pop(x, None)
+        self._fill(self.cursor.y, x0, x0 + count, self._erased())
+
+    def delete_characters(self, count: int | None = None) -> None:
+        x0 = min(self.cursor.x, self.columns - 1)
+        count = count or 1
+        line = self.buffer[self.cursor.y]
+        for x in range(x0, self.columns):
+            if x + count < self.columns and x + count in line:
+                line[x] = line[x + count]
+            else:
+                line.pop(x, None)
+        self._fill(self.cursor.y, self.columns - count, self.columns, self._erased())
+
+    def erase_characters(self, count: int | None = None) -> None:
+        x0 = min(self.cursor.x, self.columns - 1)
+        self._fill(self.cursor.y, x0, x0 + (count or 1), self._erased())
+
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        x0 = min(self.cursor.x, self.columns - 1)
+        start, end = {0: (x0, self.columns), 1: (0, x0 + 1)}.get(how, (0, self.columns))
+        self._fill(self.cursor.y, start, end, self._erased())
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if how == 3:  # xterm: the scrollback only
+            self.history.clear()
+            return
+        rows = {0: range(self.cursor.y + 1, self.lines), 1: range(self.cursor.y)}.get(
+            how, range(self.lines)
+        )
+        cell = self._erased()
+        for y in rows:
+            self._fill(y, 0, self.columns, cell)
+        if how in (0, 1):
+            self.erase_in_line(how)
 
     def repeat_last(self, count: int = 1, **kwargs: Any) -> None:
         """REP (CSI b): the last printed character again ``count`` times."""
