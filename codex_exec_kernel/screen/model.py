@@ -69,6 +69,7 @@ class ScreenModel(pyte.Screen):
         self.other: _Buffer | None = None  # the normal screen while the alternate is shown
         self.keypad = False
         self._last_char = ""
+        self._cells: dict[Any, dict[str, Cell]] = {}  # shared cells: attrs -> char -> cell
         super().__init__(columns, lines)
 
     @property
@@ -158,11 +159,15 @@ class ScreenModel(pyte.Screen):
 
     def _fill(self, y: int, start: int, end: int, cell: Cell) -> None:
         line = self.buffer[y]
-        for x in range(max(start, 0), min(end, self.columns)):
-            if cell is BLANK:
-                line.pop(x, None)
-            else:
+        start, end = max(start, 0), min(end, self.columns)
+        if cell is not BLANK:
+            for x in range(start, end):
                 line[x] = cell
+        elif start == 0 and end == self.columns:
+            line.clear()
+        else:
+            for x in [x for x in line if start <= x < end]:
+                del line[x]
 
     def _region(self) -> tuple[int, int]:
         return (self.margins.top, self.margins.bottom) if self.margins else (0, self.lines - 1)
@@ -272,9 +277,44 @@ class ScreenModel(pyte.Screen):
             self.draw(self._last_char * min(max(count, 1), 65535))
 
     def draw(self, data: str) -> None:
-        if data:
-            self._last_char = data[-1]
-        super().draw(data)
+        """pyte's draw, with a fast path for printable ASCII (most output): whole runs
+        are placed per line, and cells are shared between equal characters of equal
+        attributes (less memory for a big scrollback)."""
+        if not data:
+            return
+        data = data.translate(self.g1_charset if self.charset else self.g0_charset)
+        self._last_char = data[-1]
+        if not (data.isascii() and data.isprintable()) or mo.IRM in self.mode:
+            super().draw(data)
+            return
+        cursor = self.cursor
+        cells = self._cells.get(cursor.attrs)
+        if cells is None:
+            if len(self._cells) > 1024:
+                self._cells.clear()
+            cells = self._cells[cursor.attrs] = {}
+        columns = self.columns
+        wrap = mo.DECAWM in self.mode
+        i, n = 0, len(data)
+        while i < n:
+            if cursor.x >= columns:
+                if wrap:
+                    self.carriage_return()
+                    self.linefeed()
+                else:
+                    cursor.x = columns - 1
+            piece = data[i : i + columns - cursor.x]
+            line = self.buffer[cursor.y]
+            x = cursor.x
+            for ch in piece:
+                cell = cells.get(ch)
+                if cell is None:
+                    cell = cells[ch] = cursor.attrs._replace(data=ch)
+                line[x] = cell
+                x += 1
+            cursor.x = x
+            i += len(piece)
+        self.dirty.add(cursor.y)
 
     def set_keypad(self, on: bool) -> None:
         self.keypad = on
