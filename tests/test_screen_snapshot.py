@@ -57,18 +57,28 @@ def assert_same(got: dict[str, Any], want: dict[str, Any], **kw: Any) -> None:
     assert not diffs, "\n".join(diffs) + "\n--- got:\n" + text(got) + "\n--- want:\n" + text(want)
 
 
-def snapshot_matches(client: StdioClient, pid: str, **size: int) -> tuple[dict[str, Any], bytes]:
-    """Take a snapshot and check it against the output up to its seq; (result, chunk)."""
+def snapshot_matches(client: StdioClient, pid: str, **size: int
+                     ) -> tuple[dict[str, Any], bytes, int]:  # fmt: skip
+    """Take a snapshot, follow the output after its seq at once (as a client does), and
+    check the snapshot against the output up to its seq; (result, chunk, mark)."""
     snap = client.request("process/snapshot", {"processId": pid, **size})
+    mark = resubscribe(client, pid, snap["seq"])
     chunk = base64.b64decode(snap["chunk"])
-    whole = b"".join(d for s, d in outputs(client, pid) if s <= snap["seq"])
+    whole = b"".join(d for s, d in outputs(client, pid)[:_outputs_before(client, pid, mark)]
+                     if s <= snap["seq"])  # fmt: skip
     assert_same(reference(snap["rows"], snap["cols"], [chunk]),
                 reference(snap["rows"], snap["cols"], [whole]))  # fmt: skip
-    return snap, chunk
+    return snap, chunk, mark
+
+
+def _outputs_before(client: StdioClient, pid: str, mark: int) -> int:
+    return sum(1 for m in client.events(pid)[:mark] if m["method"] == "process/output")
 
 
 def resubscribe(client: StdioClient, pid: str, seq: int) -> int:
-    """Subscribe again from ``seq``: the index in the client's events where that begins."""
+    """Follow ``pid`` from ``seq`` again, as a new viewer would: the index in the
+    client's events where that begins (the old subscription ends first)."""
+    client.request("process/unsubscribe", {"processId": pid})
     mark = len(client.events(pid))
     client.request("process/subscribe", {"processId": pid, "afterSeq": seq})
     return mark
@@ -87,8 +97,7 @@ def continued(client: StdioClient, pid: str, mark: int, seq: int) -> bytes:
 def whole_output(client: StdioClient, pid: str, mark: int) -> bytes:
     """Everything the process wrote: the first subscription's output up to the
     re-subscription, then the re-subscription's (its replay overlaps the first)."""
-    first = outputs(client, pid)[: sum(1 for m in client.events(pid)[:mark]
-                                       if m["method"] == "process/output")]  # fmt: skip
+    first = outputs(client, pid)[: _outputs_before(client, pid, mark)]
     last = first[-1][0] if first else 0
     later = [(s, d) for s, d in outputs(client, pid, mark) if s > last]
     return b"".join(d for _, d in first + later)
@@ -129,9 +138,8 @@ def test_vim_screen_after_eviction_then_q(client: StdioClient, tmp_path: Path) -
     for keys in (b":set number hlsearch\r", b"G", b"/plain\r", b"gg", b"\x06"):  # ^F: page
         type_and_wait(client, pid, keys, SHOWN)
     assert evicted(client, pid)
-    snap, chunk = snapshot_matches(client, pid)
+    snap, chunk, mark = snapshot_matches(client, pid)
     assert snap["alternateScreen"] is True
-    mark = resubscribe(client, pid, snap["seq"])
     type_and_wait(client, pid, b"\x02", SHOWN)  # Ctrl-B: keys reach vim
     client.notify("process/write", {"processId": pid, "chunk": base64.b64encode(b":q\r").decode()})
     client.wait_closed(pid, timeout=20)  # vim answered :q
@@ -145,8 +153,7 @@ def test_less_long_file(client: StdioClient, tmp_path: Path) -> None:
     for page in range(2, 8):
         type_and_wait(client, pid, b" ", b"line %04d" % (page * 23 - 2))
     assert evicted(client, pid)
-    snap, chunk = snapshot_matches(client, pid)
-    mark = resubscribe(client, pid, snap["seq"])
+    snap, chunk, mark = snapshot_matches(client, pid)
     type_and_wait(client, pid, b"b", b"line 01")
     client.notify("process/write", {"processId": pid, "chunk": base64.b64encode(b"q").decode()})
     client.wait_closed(pid, timeout=20)
@@ -159,8 +166,7 @@ def test_watch_date(make_server: Any) -> None:
     pid = start(client, ["watch", "-n0.1", "-d", "date +%T.%N"])
     client.wait_output(pid, lambda d: len(d) > 3 * 512, timeout=60)
     assert evicted(client, pid)
-    snap, chunk = snapshot_matches(client, pid)
-    mark = resubscribe(client, pid, snap["seq"])
+    snap, chunk, mark = snapshot_matches(client, pid)
     more = len(client.output_so_far(pid))
     client.wait_output(pid, lambda d: len(d) > more + 500, timeout=30)
     client.request("process/signal", {"processId": pid, "signal": "interrupt"})
@@ -186,9 +192,8 @@ def test_alternate_screen_modes_and_continuation(client: StdioClient) -> None:
     pid = start(client, ["bash", "-c", ALT_SCRIPT])
     client.wait_output(pid, lambda d: b"frame 300" in d and d.endswith(b"xy"), timeout=30)
     assert evicted(client, pid)
-    snap, chunk = snapshot_matches(client, pid)
+    snap, chunk, mark = snapshot_matches(client, pid)
     assert snap["alternateScreen"] is True and snap["title"] == "the title"
-    mark = resubscribe(client, pid, snap["seq"])
     client.notify("process/write", {"processId": pid, "chunk": base64.b64encode(b"hi\r").decode()})
     client.wait_closed(pid, timeout=20)
     check_final(client, pid, snap, chunk, mark)
@@ -267,3 +272,15 @@ def test_flood_past_the_backlog_keeps_modes_and_screen(make_server: Any) -> None
     assert got["modes"] == want["modes"] and got["modes"]["applicationCursorKeysMode"]
     assert_same(got, want, viewport_only=True)
     client.request("process/terminate", {"processId": pid})
+
+
+def test_top(client: StdioClient) -> None:
+    pid = start(client, ["top", "-d", "0.2"])
+    client.wait_output(pid, lambda d: len(d) > 3 * RETAINED, timeout=60)
+    assert evicted(client, pid)
+    snap, chunk, mark = snapshot_matches(client, pid)  # (top draws on the normal screen)
+    more = len(client.output_so_far(pid))
+    client.wait_output(pid, lambda d: len(d) > more + 2000, timeout=30)
+    client.notify("process/write", {"processId": pid, "chunk": base64.b64encode(b"q").decode()})
+    client.wait_closed(pid, timeout=20)  # top answered q
+    check_final(client, pid, snap, chunk, mark)

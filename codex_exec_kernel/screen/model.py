@@ -227,8 +227,13 @@ class ScreenModel(pyte.Screen):
             self._shift(self.cursor.y, bottom, count or 1, self._erased())
             self.cursor.x = 0
 
+    def _restrict(self) -> int:
+        """xterm.js leaves the pending-wrap column before ICH, DCH and ECH."""
+        self.cursor.x = min(self.cursor.x, self.columns - 1)
+        return self.cursor.x
+
     def insert_characters(self, count: int | None = None) -> None:
-        x0 = min(self.cursor.x, self.columns - 1)
+        x0 = self._restrict()
         count = count or 1
         line = self.buffer[self.cursor.y]
         for x in range(self.columns - 1, x0 - 1, -1):
@@ -239,7 +244,7 @@ class ScreenModel(pyte.Screen):
         self._fill(self.cursor.y, x0, x0 + count, self._erased())
 
     def delete_characters(self, count: int | None = None) -> None:
-        x0 = min(self.cursor.x, self.columns - 1)
+        x0 = self._restrict()
         count = count or 1
         line = self.buffer[self.cursor.y]
         for x in range(x0, self.columns):
@@ -250,11 +255,11 @@ class ScreenModel(pyte.Screen):
         self._fill(self.cursor.y, self.columns - count, self.columns, self._erased())
 
     def erase_characters(self, count: int | None = None) -> None:
-        x0 = min(self.cursor.x, self.columns - 1)
+        x0 = self._restrict()
         self._fill(self.cursor.y, x0, x0 + (count or 1), self._erased())
 
     def erase_in_line(self, how: int = 0, private: bool = False) -> None:
-        x0 = min(self.cursor.x, self.columns - 1)
+        x0 = self.cursor.x  # at the pending-wrap column, EL 0 erases nothing (xterm.js)
         start, end = {0: (x0, self.columns), 1: (0, x0 + 1)}.get(how, (0, self.columns))
         self._fill(self.cursor.y, start, end, self._erased())
 
