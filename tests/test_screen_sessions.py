@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from screen_ref import reference as xterm_reference
 from sessions_helpers import REPO, session_env
 from stdio_client import StdioClient
@@ -84,3 +85,19 @@ def test_session_snapshot_from_the_supervisor_outlives_the_kernel(session_home: 
                     reference(ROWS, COLS, [whole_log(session_home)]))  # fmt: skip
     finally:
         second.close()
+
+
+def test_snapshot_frames_round_trip_and_reject_bad_sizes() -> None:
+    from codex_exec_kernel.sessions import wire
+
+    snap = wire.Snapshot(123, 24, 80, True, "t", b"\x1b[?1049hdata")
+    req = wire.SnapshotRequest(30, None)
+    assert wire.FrameDecoder().feed(snap.encode() + req.encode()) == [snap, req]
+    for bad in (b'{"rows": 0}', b'{"cols": 10001}', b'{"rows": "x"}', b"[]"):
+        with pytest.raises(wire.WireError):
+            wire.decode(wire.SnapshotRequest.TYPE, bad)
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.Snapshot.TYPE, b"\x00\x00\x10\x00{}")  # header longer than frame
+    welcome = wire.Welcome("s", 1, True, 0, 0)  # a supervisor that predates snapshots
+    assert wire.decode(wire.Welcome.TYPE, welcome.payload().replace(b',"screen":false', b""))\
+        .screen is False

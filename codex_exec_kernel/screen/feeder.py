@@ -22,6 +22,7 @@ as it arrives would cut throughput and delay echoes, so the model is fed lazily:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from .render import render, render_steps
 
 #: Bytes fed to pyte between two looks at the clock (~1-3 ms at pyte's speed).
 PIECE = 1024
+log = logging.getLogger("codex_exec_kernel")
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,10 @@ class ScreenFeeder:
                 queue.popleft()
                 continue
             piece = item.data[self._offset : self._offset + PIECE]
-            self.stream.feed(piece)
+            try:
+                self.stream.feed(piece)
+            except Exception:  # a parser bug must not stop the model (nor the loop)
+                log.warning("codex-exec: the screen model failed on some output", exc_info=True)
             self._offset += len(piece)
             self._queued -= len(piece)
             if self._offset >= len(item.data):

@@ -49,6 +49,7 @@ class AttachedSessionBackend(ProcessBackend):
         self.streams = ("pty",) if self.tty else ("stdout", "stderr")
         self._sink: CuttingSink | None = None
         self._snapshots: deque[asyncio.Future[tuple[ScreenSnapshot, int]]] = deque()
+        self._snapshot_lock = asyncio.Lock()  # the supervisor answers one at a time
         self._task: asyncio.Task[None] | None = None
         self._resumed = asyncio.Event()
         self._resumed.set()
@@ -96,14 +97,15 @@ class AttachedSessionBackend(ProcessBackend):
                 return
 
     async def snapshot(self, rows: int | None, cols: int | None) -> tuple[ScreenSnapshot, int]:
-        fut: asyncio.Future[tuple[ScreenSnapshot, int]] = self.loop.create_future()
-        if self._finished or not self.client.request_snapshot(rows, cols):
-            raise invalid_params(f"session {self.client.session_id} is no longer attached")
-        self._snapshots.append(fut)
-        try:
-            return await asyncio.wait_for(fut, SNAPSHOT_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise invalid_params(f"session {self.client.session_id}: no snapshot") from None
+        async with self._snapshot_lock:
+            fut: asyncio.Future[tuple[ScreenSnapshot, int]] = self.loop.create_future()
+            if self._finished or not self.client.request_snapshot(rows, cols):
+                raise invalid_params(f"session {self.client.session_id} is no longer attached")
+            self._snapshots.append(fut)
+            try:
+                return await asyncio.wait_for(fut, SNAPSHOT_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise invalid_params(f"session {self.client.session_id}: no snapshot") from None
 
     def _fail_snapshots(self) -> None:
         error = invalid_params(f"session {self.client.session_id} ended before its snapshot")

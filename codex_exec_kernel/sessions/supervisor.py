@@ -192,11 +192,13 @@ class _ClientConnection:
         assert self.send_limit is not None
         rows = req.rows or sup.pty_size[0]
         cols = req.cols or sup.pty_size[1]
-        if sup.screen is None:  # a pipe session: nothing to redraw
-            mark, chunk, alt, title = self.send_limit, b"", False, ""
-        else:
-            mark, chunk = await sup.screen.snapshot(self.send_limit, rows, cols)
-            alt, title = sup.screen.model.alt_mode is not None, sup.screen.model.title
+        mark, chunk, alt, title = self.send_limit, b"", False, ""  # a pipe session
+        if sup.screen is not None:
+            try:
+                mark, chunk = await sup.screen.snapshot(self.send_limit, rows, cols)
+                alt, title = sup.screen.model.alt_mode is not None, sup.screen.model.title
+            except Exception:  # never leave the client's output held back
+                _log(sup.files.dir_fd, "snapshot failed:\n" + traceback.format_exc())
         self.send_limit = mark
         self.snapshot_frame = (mark, wire.Snapshot(mark, rows, cols, alt, title, chunk).encode())
         self.wake.set()
