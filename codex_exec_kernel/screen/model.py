@@ -78,7 +78,7 @@ class ScreenModel(pyte.Screen):
 
     def reset(self) -> None:
         super().reset()
-        self.cursor.attrs = BLANK
+        self.cursor.attrs = BLANK  # type: ignore[assignment]  # a Char plus 2 fields
         self.history.clear()
         self.alt_mode = None
         self.other = None
@@ -139,7 +139,7 @@ class ScreenModel(pyte.Screen):
         fresh = pyte.Screen(self.columns, 1)  # pyte's own line factory, default blank
         fresh.buffer.clear()
         buf = fresh.buffer
-        buf.default_factory = lambda: pyte.screens.StaticDefaultDict(BLANK)
+        buf.default_factory = lambda: pyte.screens.StaticDefaultDict(BLANK)  # type: ignore[attr-defined]
         return buf
 
     # ------------------------------------------------------------------ scrolling, erasing
@@ -151,7 +151,7 @@ class ScreenModel(pyte.Screen):
         return BLANK if bg == "default" else BLANK._replace(bg=bg)
 
     def _blank_line(self, cell: Cell) -> Any:
-        line = pyte.screens.StaticDefaultDict(BLANK)
+        line: Any = pyte.screens.StaticDefaultDict(BLANK)
         if cell is not BLANK:
             for x in range(self.columns):
                 line[x] = cell
@@ -162,7 +162,7 @@ class ScreenModel(pyte.Screen):
         start, end = max(start, 0), min(end, self.columns)
         if cell is not BLANK:
             for x in range(start, end):
-                line[x] = cell
+                line[x] = cell  # type: ignore[assignment]
         elif start == 0 and end == self.columns:
             line.clear()
         else:
@@ -314,8 +314,8 @@ class ScreenModel(pyte.Screen):
             for ch in piece:
                 cell = cells.get(ch)
                 if cell is None:
-                    cell = cells[ch] = cursor.attrs._replace(data=ch)
-                line[x] = cell
+                    cell = cells[ch] = cursor.attrs._replace(data=ch)  # type: ignore[assignment]
+                line[x] = cell  # type: ignore[assignment]
                 x += 1
             cursor.x = x
             i += len(piece)
@@ -347,7 +347,7 @@ class ScreenModel(pyte.Screen):
     def select_graphic_rendition(self, *attrs: int, **kwargs: Any) -> None:
         """SGR with xterm.js's colour modes (16 / 256 / RGB) kept apart."""
         if not attrs or attrs == (0,):
-            self.cursor.attrs = BLANK
+            self.cursor.attrs = BLANK  # type: ignore[assignment]
             return
         replace: dict[str, Any] = {}
         params = list(attrs)
