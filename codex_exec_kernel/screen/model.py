@@ -342,6 +342,9 @@ class ScreenModel(pyte.Screen):
             self.lines = lines
         super().resize(lines, columns)
         self.cursor.y = min(self.cursor.y, self.lines - 1)
+        self.margins = None  # xterm.js: a resize resets the scroll region of both buffers
+        if self.other is not None:
+            self.other = self.other._replace(margins=None)
 
     # ------------------------------------------------------------------ SGR
     def select_graphic_rendition(self, *attrs: int, **kwargs: Any) -> None:
