@@ -21,6 +21,7 @@ from traitlets import Bool
 from ._version import __version__
 from .history import switch_to_memory
 from .service import ExecService
+from .shellroute import ShellRoute
 from .transports.comm import TARGET
 
 
@@ -51,8 +52,15 @@ class CodexExecKernel(IPythonKernel):
         super().__init__(**kwargs)
         self._history_decided = False
         self.exec_service = ExecService.attach(self)
+        self._shell_route = ShellRoute(self, self.exec_service)
         if self.load_magics and self.shell is not None:
             self.shell.extension_manager.load_extension("codex_exec_kernel")
+
+    async def shell_channel_thread_main(self, msg: Any) -> None:
+        """``codex.exec`` comm messages are served here, on the shell-channel thread,
+        without a subshell hop or busy/idle status (shellroute.py says why)."""
+        if not self._shell_route.take(msg):
+            await super().shell_channel_thread_main(msg)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: Any = None, allow_stdin: bool = False,

@@ -1,0 +1,168 @@
+"""The direct route (shellroute.py): ``codex.exec`` comm messages on the shell channel
+are served by the shell-channel thread, with no subshell hop and no busy/idle status;
+every other shell message keeps ipykernel's route."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import pytest
+from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
+from waiting import scaled, wait_until
+
+
+@pytest.fixture(scope="module")
+def km():
+    km = start_kernel()
+    yield km
+    km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kc(km):
+    kc = blocking_client(km)
+    yield kc
+    kc.stop_channels()
+
+
+class Recorder(RawComm):
+    """A RawComm that also keeps every IOPub message it reads and the ids it sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sent_ids: list[str] = []
+        self.iopub: list[dict[str, Any]] = []
+        super().__init__(*args, **kwargs)
+
+    def send(self, msg_type: str, content: dict[str, Any], buffers: list[bytes] | None = None
+             ) -> None:  # fmt: skip
+        msg = self.kc.session.msg(msg_type, content)
+        if self.subshell_id:
+            msg["header"]["subshell_id"] = self.subshell_id
+        self.sent_ids.append(msg["header"]["msg_id"])
+        self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=buffers)
+
+    def pump(self, timeout: float) -> bool:
+        try:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            return False
+        self.iopub.append(msg)
+        if msg["header"]["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == self.comm_id:
+            data = msg["content"]["data"]
+            buffers = [bytes(b) for b in msg.get("buffers") or []]
+            if "method" in data:
+                self.notes.append(data)
+                self.note_buffers.append(buffers)
+            else:
+                self.responses[data.get("id")] = (data, buffers)
+        return True
+
+
+def pumped(comm: RawComm, condition: Any) -> Any:
+    """A wait_until predicate: read one IOPub message (up to 0.1 s), then check."""
+
+    def check() -> bool:
+        comm.pump(0.1)
+        return bool(condition())
+
+    return check
+
+
+def write(comm: RawComm, pid: str, data: bytes) -> None:
+    """A process/write notification, as the panel sends a keystroke."""
+    params = {"processId": pid, "chunk": {"buffer": 0}}
+    comm.send_data({"method": "process/write", "params": params}, [data])
+
+
+def _cat(comm: RawComm) -> str:
+    pid = comm.request("process/start", {"argv": ["cat"], "tty": True})["processId"]
+    return str(pid)
+
+
+@pytest.mark.parametrize("subshell", [False, True])
+def test_writes_in_order_with_no_status_messages(km, kc, subshell: bool) -> None:
+    """200 one-byte writes as notifications: the echo holds them all, in order, and the
+    kernel published no busy/idle status for any of our comm messages."""
+    comm = Recorder(kc, route="shell", subshell_id=create_subshell(kc) if subshell else None)
+    pid = _cat(comm)
+    letters = "".join(chr(ord("a") + i % 26) for i in range(200))
+    for ch in letters:
+        write(comm, pid, ch.encode())
+    wait_until(pumped(comm, lambda: letters in comm.output_of(pid).decode()), 20,
+               message="every byte echoed")  # fmt: skip
+    ours = set(comm.sent_ids)
+    statuses = [m for m in comm.iopub if m["header"]["msg_type"] == "status"
+                and m["parent_header"].get("msg_id") in ours]  # fmt: skip
+    assert statuses == []
+    # What answers a message names it as parent (clients match replies that way).
+    parents = {m["parent_header"].get("msg_id") for m in comm.iopub
+               if m["header"]["msg_type"] == "comm_msg"}  # fmt: skip
+    assert parents <= ours
+    comm.request("process/terminate", {"processId": pid, "graceMs": 100})
+
+
+def test_served_on_main_shell_while_a_cell_sleeps(km, kc) -> None:
+    """No subshell at all: the main shell runs time.sleep(30), yet our comm (opened on
+    the shell channel during the cell) starts a process and echoes at once."""
+    kc.execute("import time; time.sleep(30)")
+    wait_until(lambda: _busy(kc), 10, message="the cell to start")
+    try:
+        t0 = time.monotonic()
+        comm = RawComm(kc, route="shell")
+        pid = _cat(comm)
+        write(comm, pid, b"ping")
+        wait_until(pumped(comm, lambda: b"ping" in comm.output_of(pid)), 10, message="the echo")
+        assert time.monotonic() - t0 < scaled(5)
+        comm.request("process/terminate", {"processId": pid, "graceMs": 100})
+    finally:
+        km.interrupt_kernel()
+
+
+def test_other_comms_keep_ipykernel_route(km, kc) -> None:
+    """A comm of another target is still served by ipykernel (busy/idle and all)."""
+    code = (
+        "def _open(comm, msg):\n"
+        "    comm.on_msg(lambda m: comm.send({'back': m['content']['data']['x']}))\n"
+        "get_ipython().kernel.comm_manager.register_target('test.echo', _open)\n"
+    )
+    reply = kc.execute(code, reply=True, timeout=scaled(30))
+    assert reply["content"]["status"] == "ok"
+    comm_id = "other-comm"
+    for msg_type, content in (
+        ("comm_open", {"comm_id": comm_id, "target_name": "test.echo", "data": {}}),
+        ("comm_msg", {"comm_id": comm_id, "data": {"x": 42}}),
+    ):
+        msg = kc.session.msg(msg_type, content)
+        kc.session.send(kc.shell_channel.socket, msg)
+    sent = msg["header"]["msg_id"]
+    seen: list[dict[str, Any]] = []
+
+    def seen_one(predicate: Any) -> Any:
+        def check() -> bool:
+            try:
+                seen.append(kc.get_iopub_msg(timeout=0.1))
+            except queue.Empty:
+                pass
+            return any(predicate(m) for m in seen)
+
+        return check
+
+    wait_until(seen_one(lambda m: m["header"]["msg_type"] == "comm_msg"
+                        and m["content"]["data"] == {"back": 42}), 20,
+               message="the other comm's answer")  # fmt: skip
+    wait_until(seen_one(lambda m: m["header"]["msg_type"] == "status"
+                        and m["content"]["execution_state"] == "idle"
+                        and m["parent_header"].get("msg_id") == sent), 20,
+               message="idle for the other comm's message")  # fmt: skip
+
+
+def _busy(kc) -> bool:
+    try:
+        while True:
+            msg = kc.get_iopub_msg(timeout=0.1)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+                return True
+    except queue.Empty:
+        return False
