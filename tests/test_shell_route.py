@@ -9,55 +9,33 @@ import time
 from typing import Any
 
 import pytest
-from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
+import test_kernel
+from kernel_helpers import RawComm, create_subshell
 from waiting import scaled, wait_until
 
-
-@pytest.fixture(scope="module")
-def km():
-    km = start_kernel()
-    yield km
-    km.shutdown_kernel(now=True)
+#: The same fixtures as test_kernel.py (one kernel for this module).
+km, kc = test_kernel.km, test_kernel.kc
 
 
 @pytest.fixture
-def kc(km):
-    kc = blocking_client(km)
-    yield kc
-    kc.stop_channels()
+def recorded(kc) -> tuple[list[str], list[dict[str, Any]]]:
+    """(ids of the messages ``kc`` sends, every IOPub message ``kc`` reads)."""
+    sent: list[str] = []
+    seen: list[dict[str, Any]] = []
+    send, get = kc.session.send, kc.get_iopub_msg
 
+    def recording_send(*args: Any, **kwargs: Any) -> Any:
+        msg = send(*args, **kwargs)
+        sent.append(msg["header"]["msg_id"])
+        return msg
 
-class Recorder(RawComm):
-    """A RawComm that also keeps every IOPub message it reads and the ids it sent."""
+    def recording_get(*args: Any, **kwargs: Any) -> Any:
+        msg = get(*args, **kwargs)
+        seen.append(msg)
+        return msg
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.sent_ids: list[str] = []
-        self.iopub: list[dict[str, Any]] = []
-        super().__init__(*args, **kwargs)
-
-    def send(self, msg_type: str, content: dict[str, Any], buffers: list[bytes] | None = None
-             ) -> None:  # fmt: skip
-        msg = self.kc.session.msg(msg_type, content)
-        if self.subshell_id:
-            msg["header"]["subshell_id"] = self.subshell_id
-        self.sent_ids.append(msg["header"]["msg_id"])
-        self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=buffers)
-
-    def pump(self, timeout: float) -> bool:
-        try:
-            msg = self.kc.get_iopub_msg(timeout=timeout)
-        except queue.Empty:
-            return False
-        self.iopub.append(msg)
-        if msg["header"]["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == self.comm_id:
-            data = msg["content"]["data"]
-            buffers = [bytes(b) for b in msg.get("buffers") or []]
-            if "method" in data:
-                self.notes.append(data)
-                self.note_buffers.append(buffers)
-            else:
-                self.responses[data.get("id")] = (data, buffers)
-        return True
+    kc.session.send, kc.get_iopub_msg = recording_send, recording_get
+    return sent, seen
 
 
 def pumped(comm: RawComm, condition: Any) -> Any:
@@ -82,22 +60,24 @@ def _cat(comm: RawComm) -> str:
 
 
 @pytest.mark.parametrize("subshell", [False, True])
-def test_writes_in_order_with_no_status_messages(km, kc, subshell: bool) -> None:
+def test_writes_in_order_with_no_status_messages(km, kc, recorded, subshell: bool) -> None:
     """200 one-byte writes as notifications: the echo holds them all, in order, and the
     kernel published no busy/idle status for any of our comm messages."""
-    comm = Recorder(kc, route="shell", subshell_id=create_subshell(kc) if subshell else None)
+    comm = RawComm(kc, route="shell", subshell_id=create_subshell(kc) if subshell else None)
     pid = _cat(comm)
     letters = "".join(chr(ord("a") + i % 26) for i in range(200))
     for ch in letters:
         write(comm, pid, ch.encode())
     wait_until(pumped(comm, lambda: letters in comm.output_of(pid).decode()), 20,
                message="every byte echoed")  # fmt: skip
-    ours = set(comm.sent_ids)
-    statuses = [m for m in comm.iopub if m["header"]["msg_type"] == "status"
-                and m["parent_header"].get("msg_id") in ours]  # fmt: skip
+    sent, seen = recorded
+    ours = set(sent)
+    statuses = [m for m in seen if m["header"]["msg_type"] == "status"
+                and m["parent_header"].get("msg_id") in ours
+                and m["parent_header"].get("msg_type", "").startswith("comm_")]  # fmt: skip
     assert statuses == []
     # What answers a message names it as parent (clients match replies that way).
-    parents = {m["parent_header"].get("msg_id") for m in comm.iopub
+    parents = {m["parent_header"].get("msg_id") for m in seen
                if m["header"]["msg_type"] == "comm_msg"}  # fmt: skip
     assert parents <= ours
     comm.request("process/terminate", {"processId": pid, "graceMs": 100})
@@ -107,7 +87,7 @@ def test_served_on_main_shell_while_a_cell_sleeps(km, kc) -> None:
     """No subshell at all: the main shell runs time.sleep(30), yet our comm (opened on
     the shell channel during the cell) starts a process and echoes at once."""
     kc.execute("import time; time.sleep(30)")
-    wait_until(lambda: _busy(kc), 10, message="the cell to start")
+    wait_until(lambda: test_kernel._busy(kc), 10, message="the cell to start")
     try:
         t0 = time.monotonic()
         comm = RawComm(kc, route="shell")
@@ -156,13 +136,3 @@ def test_other_comms_keep_ipykernel_route(km, kc) -> None:
                         and m["content"]["execution_state"] == "idle"
                         and m["parent_header"].get("msg_id") == sent), 20,
                message="idle for the other comm's message")  # fmt: skip
-
-
-def _busy(kc) -> bool:
-    try:
-        while True:
-            msg = kc.get_iopub_msg(timeout=0.1)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
-                return True
-    except queue.Empty:
-        return False
