@@ -34,6 +34,12 @@ class CodexExecKernel(IPythonKernel):
     banner = f"Python 3 with a process table (codex-exec {__version__}): try %exec --help"
 
     load_magics = Bool(True, config=True, help="Load the %exec magics at start.")
+    shell_channel_comms = Bool(
+        True, config=True,
+        help="Serve codex.exec comm messages that arrive on the shell channel on ipykernel's "
+        "shell-channel thread (no subshell hop, no busy/idle status per message; see "
+        "codex_exec_kernel.shellroute). False: ipykernel's own routing.",
+    )  # fmt: skip
     executor_history_in_memory = Bool(
         True, config=True,
         help="If the first stored execution comes from a client that does not allow stdin "
@@ -59,7 +65,7 @@ class CodexExecKernel(IPythonKernel):
     async def shell_channel_thread_main(self, msg: Any) -> None:
         """``codex.exec`` comm messages are served here, on the shell-channel thread,
         without a subshell hop or busy/idle status (shellroute.py says why)."""
-        if not self._shell_route.take(msg):
+        if not (self.shell_channel_comms and self._shell_route.take(msg)):
             await super().shell_channel_thread_main(msg)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,

@@ -10,14 +10,18 @@ from typing import Any
 
 import pytest
 import test_kernel
-from kernel_helpers import RawComm, create_subshell
+from kernel_helpers import RawComm, blocking_client, create_subshell, start_kernel
 from waiting import scaled, wait_until
 
 #: The same fixtures as test_kernel.py (one kernel for this module).
 km, kc = test_kernel.km, test_kernel.kc
 
 
-@pytest.fixture
+@pytest.fixture(name="recorded")
+def recorded_fixture(kc) -> tuple[list[str], list[dict[str, Any]]]:
+    return recorded(kc)
+
+
 def recorded(kc) -> tuple[list[str], list[dict[str, Any]]]:
     """(ids of the messages ``kc`` sends, every IOPub message ``kc`` reads)."""
     sent: list[str] = []
@@ -59,10 +63,9 @@ def _cat(comm: RawComm) -> str:
     return str(pid)
 
 
-@pytest.mark.parametrize("subshell", [False, True])
-def test_writes_in_order_with_no_status_messages(km, kc, recorded, subshell: bool) -> None:
-    """200 one-byte writes as notifications: the echo holds them all, in order, and the
-    kernel published no busy/idle status for any of our comm messages."""
+def comm_statuses(kc, recorded, subshell: bool) -> list[dict[str, Any]]:
+    """Type 200 one-byte writes as notifications into ``cat``; check the echo holds them
+    all, in order; return the busy/idle status messages published for our comm messages."""
     comm = RawComm(kc, route="shell", subshell_id=create_subshell(kc) if subshell else None)
     pid = _cat(comm)
     letters = "".join(chr(ord("a") + i % 26) for i in range(200))
@@ -70,17 +73,40 @@ def test_writes_in_order_with_no_status_messages(km, kc, recorded, subshell: boo
         write(comm, pid, ch.encode())
     wait_until(pumped(comm, lambda: letters in comm.output_of(pid).decode()), 20,
                message="every byte echoed")  # fmt: skip
+    comm.request("process/terminate", {"processId": pid, "graceMs": 100})
     sent, seen = recorded
     ours = set(sent)
-    statuses = [m for m in seen if m["header"]["msg_type"] == "status"
-                and m["parent_header"].get("msg_id") in ours
-                and m["parent_header"].get("msg_type", "").startswith("comm_")]  # fmt: skip
-    assert statuses == []
     # What answers a message names it as parent (clients match replies that way).
     parents = {m["parent_header"].get("msg_id") for m in seen
                if m["header"]["msg_type"] == "comm_msg"}  # fmt: skip
     assert parents <= ours
-    comm.request("process/terminate", {"processId": pid, "graceMs": 100})
+    return [m for m in seen if m["header"]["msg_type"] == "status"
+            and m["parent_header"].get("msg_id") in ours
+            and m["parent_header"].get("msg_type", "").startswith("comm_")]  # fmt: skip
+
+
+@pytest.mark.parametrize("subshell", [False, True])
+def test_writes_in_order_with_no_status_messages(km, kc, recorded, subshell: bool) -> None:
+    """In order, every byte, and no busy/idle status for any of our comm messages."""
+    assert comm_statuses(kc, recorded, subshell) == []
+
+
+@pytest.fixture
+def km_ipykernel_route():
+    km = start_kernel(extra_arguments=["--CodexExecKernel.shell_channel_comms=False"])
+    yield km
+    km.shutdown_kernel(now=True)
+
+
+def test_ipykernel_route_when_switched_off(km_ipykernel_route) -> None:
+    """``shell_channel_comms = False``: ipykernel's own route (a subshell's busy/idle per
+    message), with the same bytes in the same order."""
+    kc = blocking_client(km_ipykernel_route)
+    try:
+        statuses = comm_statuses(kc, recorded(kc), subshell=True)
+        assert {m["content"]["execution_state"] for m in statuses} == {"busy", "idle"}
+    finally:
+        kc.stop_channels()
 
 
 def test_served_on_main_shell_while_a_cell_sleeps(km, kc) -> None:
