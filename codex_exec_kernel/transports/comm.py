@@ -59,10 +59,11 @@ class CommConnection:
         """Called on the thread that served the comm message (a subshell, control, or
         the shell-channel thread: see ``shellroute.py``): hand it to the I/O loop."""
         data = msg.get("content", {}).get("data")
-        buffers = [bytes(b) for b in msg.get("buffers") or []]
+        # No copy here: the params decoder copies the one buffer it uses (protocol.py).
+        buffers = list(msg.get("buffers") or [])
         self.io.call(self._handle, msg, data, buffers)
 
-    def _handle(self, msg: dict[str, Any], data: Any, buffers: list[bytes]) -> None:
+    def _handle(self, msg: dict[str, Any], data: Any, buffers: list[Any]) -> None:
         """On the I/O thread: this message becomes the parent of what answers it."""
         self.parent = msg
         state = self.state
