@@ -36,7 +36,9 @@ export interface IStreamSink {
  * {@link ACK_IDLE_MS} (so a smaller window cannot stall, and the kernel learns
  * where we are). Typing therefore sends one message per key and no ack: an ack
  * 40 ms after every echo, as before, doubled the messages on the kernel's
- * websocket while typing (issue 15).
+ * websocket while typing (issue 15). When output goes quiet the stream also
+ * reads after its last seq once: a notification lost at the very end of a burst
+ * leaves no hole to notice (nothing follows it), and this finds it.
  */
 const ACK_BYTES = 256 * 1024;
 const ACK_CHUNKS = 256;
@@ -266,7 +268,15 @@ export class ProcessStream implements IDisposable {
     if (this._unackedBytes >= ACK_BYTES || this._unackedChunks >= ACK_CHUNKS) {
       this._sendAck();
     } else {
-      this._ackTimer = window.setTimeout(() => this._sendAck(), ACK_IDLE_MS);
+      this._ackTimer = window.setTimeout(() => this._quiet(), ACK_IDLE_MS);
+    }
+  }
+
+  /** Output has been quiet for a while: ack it, and check for a lost tail. */
+  private _quiet(): void {
+    this._sendAck();
+    if (!this._closed) {
+      void this.refill();
     }
   }
 
