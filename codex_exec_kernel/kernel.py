@@ -21,6 +21,7 @@ from traitlets import Bool
 from ._version import __version__
 from .history import switch_to_memory
 from .service import ExecService
+from .shellroute import ShellRoute
 from .transports.comm import TARGET
 
 
@@ -33,6 +34,12 @@ class CodexExecKernel(IPythonKernel):
     banner = f"Python 3 with a process table (codex-exec {__version__}): try %exec --help"
 
     load_magics = Bool(True, config=True, help="Load the %exec magics at start.")
+    shell_channel_comms = Bool(
+        True, config=True,
+        help="Serve codex.exec comm messages that arrive on the shell channel on ipykernel's "
+        "shell-channel thread (no subshell hop, no busy/idle status per message; see "
+        "codex_exec_kernel.shellroute). False: ipykernel's own routing.",
+    )  # fmt: skip
     executor_history_in_memory = Bool(
         True, config=True,
         help="If the first stored execution comes from a client that does not allow stdin "
@@ -51,8 +58,15 @@ class CodexExecKernel(IPythonKernel):
         super().__init__(**kwargs)
         self._history_decided = False
         self.exec_service = ExecService.attach(self)
+        self._shell_route = ShellRoute(self, self.exec_service)
         if self.load_magics and self.shell is not None:
             self.shell.extension_manager.load_extension("codex_exec_kernel")
+
+    async def shell_channel_thread_main(self, msg: Any) -> None:
+        """``codex.exec`` comm messages are served here, on the shell-channel thread,
+        without a subshell hop or busy/idle status (shellroute.py says why)."""
+        if not (self.shell_channel_comms and self._shell_route.take(msg)):
+            await super().shell_channel_thread_main(msg)
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: Any = None, allow_stdin: bool = False,

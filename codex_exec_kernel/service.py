@@ -77,6 +77,8 @@ class ExecService(Configurable):
         if self._session is not None:
             # Own counter for the I/O thread's messages; ids stay distinct from the kernel's.
             self._session.message_count = 1 << 40
+        #: Our open comms by id (the shell-channel route looks them up; shellroute.py).
+        self._conns: dict[str, CommConnection] = {}
         kernel.comm_manager.register_target(TARGET, self._open_comm)
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             kernel.control_handlers[msg_type] = self._control_comm_handler(msg_type)
@@ -185,9 +187,21 @@ class ExecService(Configurable):
     # ------------------------------------------------------------------ comms
     def _open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
         conn = CommConnection(comm, self.io, self._publish, msg)
+        open_ids = self.kernel.comm_manager.comms
+        for stale in [cid for cid in self._conns if cid not in open_ids]:
+            self._conns.pop(stale, None)
+        self._conns[comm.comm_id] = conn
         gate, state = self._gate, conn.state
         if gate is not None and state is not None:
             self.io.call(lambda: state.set_congested(gate.congested))
+
+    def connection(self, comm_id: Any) -> CommConnection | None:
+        """The connection of our open comm ``comm_id`` (from any thread), else None."""
+        conn = self._conns.get(comm_id) if isinstance(comm_id, str) else None
+        if conn is not None and comm_id not in self.kernel.comm_manager.comms:
+            self._conns.pop(comm_id, None)  # closed on another route
+            return None
+        return conn
 
     def _iopub_congested(self, congested: bool) -> None:
         """On the I/O thread: IOPub holds too much; every comm's processes wait."""

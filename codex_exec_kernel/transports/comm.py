@@ -40,11 +40,11 @@ class CommConnection:
         self._publish = publish
         #: The latest message from the client: replies and notifications name it as
         #: parent. Written and read on the I/O thread only: the thread that receives a
-        #: message hands it over together with the message (see :meth:`_on_msg`).
+        #: message hands it over together with the message (see :meth:`receive`).
         self.parent = parent
         self.state: ConnectionState | None = None
         io.run(self._connect)
-        comm.on_msg(self._on_msg)
+        comm.on_msg(self.receive)
         comm.on_close(self._on_close)
 
     def _connect(self) -> None:
@@ -55,13 +55,15 @@ class CommConnection:
         self.io.table.owner.check()
         self._publish(self.comm, message, buffers, self.parent)
 
-    def _on_msg(self, msg: dict[str, Any]) -> None:
-        """Called on the thread that served the comm message: hand it to the I/O loop."""
+    def receive(self, msg: dict[str, Any]) -> None:
+        """Called on the thread that served the comm message (a subshell, control, or
+        the shell-channel thread: see ``shellroute.py``): hand it to the I/O loop."""
         data = msg.get("content", {}).get("data")
-        buffers = [bytes(b) for b in msg.get("buffers") or []]
+        # No copy here: the params decoder copies the one buffer it uses (protocol.py).
+        buffers = list(msg.get("buffers") or [])
         self.io.call(self._handle, msg, data, buffers)
 
-    def _handle(self, msg: dict[str, Any], data: Any, buffers: list[bytes]) -> None:
+    def _handle(self, msg: dict[str, Any], data: Any, buffers: list[Any]) -> None:
         """On the I/O thread: this message becomes the parent of what answers it."""
         self.parent = msg
         state = self.state

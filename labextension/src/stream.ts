@@ -27,10 +27,22 @@ export interface IStreamSink {
   notice(text: string): void;
 }
 
-/** Send an ack once this many bytes were consumed since the last one. */
+/**
+ * When to acknowledge consumed output. Acks exist for flow control only: the
+ * kernel pauses a process once it runs a window (4 MiB by default) past the
+ * last ack. So an ack goes out at once after {@link ACK_BYTES} (1/16 of that
+ * window) or {@link ACK_CHUNKS} chunks (each unacked chunk costs the kernel a
+ * little bookkeeping), and otherwise once output has been quiet for
+ * {@link ACK_IDLE_MS} (so a smaller window cannot stall, and the kernel learns
+ * where we are). Typing therefore sends one message per key and no ack: an ack
+ * 40 ms after every echo, as before, doubled the messages on the kernel's
+ * websocket while typing (issue 15). When output goes quiet the stream also
+ * reads after its last seq once: a notification lost at the very end of a burst
+ * leaves no hole to notice (nothing follows it), and this finds it.
+ */
 const ACK_BYTES = 256 * 1024;
-/** Otherwise ack at most this long after consumption. */
-const ACK_DELAY_MS = 40;
+const ACK_CHUNKS = 256;
+const ACK_IDLE_MS = 500;
 /** `process/read` page size when refilling a hole. */
 const READ_BYTES = 1024 * 1024;
 
@@ -244,17 +256,27 @@ export class ProcessStream implements IDisposable {
     }
   }
 
-  /** The sink used output `seq`: ack soon, at once after a lot of bytes. */
+  /** The sink used output `seq`: ack at a threshold, or once output is quiet. */
   private _consumed(seq: number, size: number): void {
     if (this._disposed) {
       return;
     }
     this._ackSeq = Math.max(this._ackSeq, seq);
     this._unackedBytes += size;
-    if (this._unackedBytes >= ACK_BYTES) {
+    this._unackedChunks++;
+    window.clearTimeout(this._ackTimer);
+    if (this._unackedBytes >= ACK_BYTES || this._unackedChunks >= ACK_CHUNKS) {
       this._sendAck();
-    } else if (!this._ackTimer) {
-      this._ackTimer = window.setTimeout(() => this._sendAck(), ACK_DELAY_MS);
+    } else {
+      this._ackTimer = window.setTimeout(() => this._quiet(), ACK_IDLE_MS);
+    }
+  }
+
+  /** Output has been quiet for a while: ack it, and check for a lost tail. */
+  private _quiet(): void {
+    this._sendAck();
+    if (!this._closed) {
+      void this.refill();
     }
   }
 
@@ -262,6 +284,7 @@ export class ProcessStream implements IDisposable {
     window.clearTimeout(this._ackTimer);
     this._ackTimer = 0;
     this._unackedBytes = 0;
+    this._unackedChunks = 0;
     if (this._ackSeq > this._ackedSeq) {
       this._ackedSeq = this._ackSeq;
       this._conn.notify('process/ack', { processId: this.processId, seq: this._ackSeq });
@@ -277,6 +300,7 @@ export class ProcessStream implements IDisposable {
   private _ackSeq = 0;
   private _ackedSeq = 0;
   private _unackedBytes = 0;
+  private _unackedChunks = 0;
   private _exited = false;
   private _closed = false;
   private _disposed = false;
