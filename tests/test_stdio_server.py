@@ -264,7 +264,7 @@ def test_coalescing_makes_few_large_chunks(server: StdioClient) -> None:
     outputs = [m for m in r["events"] if m["method"] == "process/output"]
     assert r["stdout"] == b"".join(b"%d\n" % i for i in range(1, 200001))
     sizes = [len(base64.b64decode(m["params"]["chunk"])) for m in outputs]
-    assert max(sizes) <= 64 * 1024
+    assert max(sizes) <= 256 * 1024  # ProcessTable.coalesce_max_bytes
     assert len(outputs) < 200000 / 100  # far fewer chunks than lines
 
 
