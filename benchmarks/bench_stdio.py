@@ -62,7 +62,8 @@ sys.path.insert(0, str(ROOT))
 from codex_exec_kernel.protocol import SpawnSpec, output_line
 from codex_exec_kernel.table import ProcessTable
 
-TARGET_THROUGHPUT = 0.8  # ours / ceiling
+#: ours / ceiling, per mode (issue 15): a pipe's ceiling is GB/s, beyond any JSON peer
+TARGET_THROUGHPUT = {"pty": 0.9, "pipe": 0.1}
 TARGET_SPAWN = 0.5  # ours / subprocess.run, also with 2 GiB resident
 PACE_MS = 10.0  # typing pace of the paced echo: longer than the 5 ms coalescing window
 
@@ -279,10 +280,11 @@ def bench_throughput(nbytes: int, reps: int) -> dict[str, Any]:
         for rep in range(reps):
             for mode, tty in (("pty", True), ("pipe", False)):
                 reader = read_pty_child if tty else read_pipe_child
+                # The headline pair (ceiling, default) back to back: load drifts.
                 record(f"ceiling_{mode}", reader(argv))
-                record(f"table_{mode}", table_throughput(argv, tty))
                 for name, server in servers.items():
                     record(f"ours_{mode}[{name}]", serve_throughput(server, argv, tty))
+                record(f"table_{mode}", table_throughput(argv, tty))
             log(f"throughput rep {rep + 1}/{reps}: "
                 + ", ".join(f"{k}={v[-1]:.0f}" for k, v in rows.items()))  # fmt: skip
     finally:
@@ -310,7 +312,7 @@ def bench_throughput(nbytes: int, reps: int) -> dict[str, Any]:
                 "ratio_vs_ceiling": rnd(median(paired), 3),
             }
         m["ratio_vs_ceiling"] = m["default"]["ratio_vs_ceiling"]
-        m["meets_target"] = (m["ratio_vs_ceiling"] or 0) >= TARGET_THROUGHPUT
+        m["meets_target"] = (m["ratio_vs_ceiling"] or 0) >= TARGET_THROUGHPUT[mode]
         out[mode] = m
     return out
 
