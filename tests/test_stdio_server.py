@@ -317,7 +317,9 @@ def test_read_max_bytes_returns_first_chunk_always(server: StdioClient) -> None:
 
 
 def test_retention_cap_evicts_whole_chunks(make_server) -> None:
-    client = make_server("--ProcessTable.retained_bytes=100000")
+    # chunks (64 KiB) smaller than the cap: the newest chunk is always kept, whole
+    client = make_server("--ProcessTable.retained_bytes=100000",
+                         "--ProcessTable.coalesce_max_bytes=65536")
     r = client.run(["head", "-c", "1000000", "/dev/zero"])
     got = client.request("process/read", {"processId": r["processId"]})
     held = sum(len(base64.b64decode(c["chunk"])) for c in got["chunks"])
