@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import signal
+import stat
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -22,7 +24,29 @@ from typing import Protocol
 from .pgroup import TERMINATE_SIGNALS, group_alive, signal_group
 from .spawn import SpawnedChild, decode_wait_status, set_winsize
 
+F_SETPIPE_SZ: int = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ: int = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
 READ_SIZE = 256 * 1024
+#: What a pipe holds unless F_SETPIPE_SZ says otherwise (Linux: 16 pages).
+DEFAULT_PIPE_BYTES = 64 * 1024
+
+
+def grow_pipe(fd: int, size: int) -> int:
+    """Ask for a pipe of ``size`` bytes (``F_SETPIPE_SZ``); the capacity it now has.
+
+    Best effort: ``fd`` may not be a pipe, and an unprivileged user cannot pass
+    ``/proc/sys/fs/pipe-max-size`` (1 MiB) or its pipe quota (EPERM)."""
+    try:
+        if size <= 0 or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        current: int = fcntl.fcntl(fd, F_GETPIPE_SZ)
+        if size <= current:
+            return current
+        grown: int = fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+        return grown
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -114,8 +138,17 @@ class ProcessBackend(ABC):
 class LocalBackend(ProcessBackend):
     """A child of ours: PTY master or pipes on the loop, exit seen through a pidfd."""
 
-    def __init__(self, child: SpawnedChild, tty: bool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        child: SpawnedChild,
+        tty: bool,
+        loop: asyncio.AbstractEventLoop,
+        pipe_bytes: int = 0,
+    ) -> None:
         self.child = child
+        #: Output pipes grow to this once they are found full (a flood): ``pipe_bytes``.
+        self._grow_to = 0 if tty else pipe_bytes
+        self._grown: set[int] = set()
         self.pid = child.pid
         self.tty = tty
         self.loop = loop
@@ -170,6 +203,12 @@ class LocalBackend(ProcessBackend):
                 break
             pieces.append(data)
             total += len(data)
+        if total >= DEFAULT_PIPE_BYTES and self._grow_to and fd not in self._grown:
+            # The pipe was full: a flood. A larger one lets the child write on while we
+            # send what we read (fewer wake-ups on both sides). Only floods grow, so idle
+            # processes keep the default and the user's pipe quota is spared.
+            self._grown.add(fd)
+            grow_pipe(fd, self._grow_to)
         if pieces:
             self._sink.on_output(
                 self._readers[fd], pieces[0] if len(pieces) == 1 else b"".join(pieces)

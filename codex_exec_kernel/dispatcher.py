@@ -68,6 +68,13 @@ class Connection(Protocol):
     def send(self, message: dict[str, Any], buffers: list[bytes]) -> None: ...
 
 
+#: Optional on a connection: ``send_output(process_id, seq, stream, data)`` sends one
+#: ``process/output`` straight from the chunk's bytes (the stdio server builds its line
+#: in one join, no message dict, no ``str`` base64); connections without it get
+#: :meth:`Connection.send` of an :func:`output_notification`.
+SendOutput = Callable[[str, int, "str | None", bytes], None]
+
+
 @dataclass
 class Reply:
     """A handler's answer, with buffers and an action to run right after it is sent."""
@@ -89,6 +96,7 @@ class ConnectionState:
         self.table = dispatcher.table
         self.conn = conn
         self.binary = conn.binary
+        self._send_output: SendOutput | None = getattr(conn, "send_output", None)
         self.initialize_done = False
         self.initialized = False
         self.client_name = ""
@@ -119,6 +127,12 @@ class ConnectionState:
         if self.closed:
             return
         if event.kind == "output":
+            if self._send_output is not None:
+                try:
+                    self._send_output(process_id, event.seq, event.stream, event.data)
+                except Exception:  # a broken transport must not break the table
+                    log.exception("codex-exec: sending on a connection failed")
+                return
             buffers: list[bytes] | None = [] if self.binary else None
             chunk = encode_bytes(event.data, buffers)
             self.send(output_notification(process_id, event.seq, event.stream, chunk), buffers)

@@ -126,9 +126,11 @@ class ManagedProcess:
         if self._pending_stream is not None and stream != self._pending_stream:
             self._flush()
         self._pending_stream = stream
-        while data:
+        offset = 0
+        while offset < len(data):  # slices copy only the piece (all of data: no copy)
             room = cap - self._pending_len
-            piece, data = data[:room], data[room:]
+            piece = data[offset : offset + room]
+            offset += len(piece)
             self._pending.append(piece)
             self._pending_len += len(piece)
             if self._pending_len >= cap:

@@ -50,11 +50,23 @@ class ProcessTable(Configurable):
     coalesce_window = Float(
         0.005, config=True, help="Seconds of output gathered into one chunk (a few ms)."
     )
-    coalesce_max_bytes = Int(64 * KiB, config=True, help="Largest output chunk, in bytes.")
+    coalesce_max_bytes = Int(
+        256 * KiB,
+        config=True,
+        help="Largest output chunk, in bytes. 256 KiB: a stdio peer's per-message cost "
+        "(parse, decode) halves against 64 KiB chunks (benchmarks/README.md).",
+    )
     flow_control_window = Int(
         4 * MiB,
         config=True,
         help="Bytes a process may run ahead of its slowest flow-controlled subscriber.",
+    )
+    pipe_bytes = Int(
+        1 * MiB,
+        config=True,
+        help="Capacity a child's stdout/stderr pipe grows to (F_SETPIPE_SZ) once it is "
+        "found full; 0 keeps 64 KiB. Counts toward the user's pipe quota "
+        "(/proc/sys/fs/pipe-user-pages-soft), so only flooding pipes grow.",
     )
     max_processes = Int(256, config=True, help="Most processes that may run at once.")
     terminate_grace = Float(
@@ -208,7 +220,7 @@ class ProcessTable(Configurable):
             arg0=spec.arg0,
             size=spec.size,
         )
-        backend = LocalBackend(child, spec.tty, self.loop)
+        backend = LocalBackend(child, spec.tty, self.loop, self.pipe_bytes)
         self._groups.add(child.pid)
         for hook in self.on_group_started:
             hook(child.pid)

@@ -227,8 +227,9 @@ def client_command(options: tuple[str, ...], env: dict[str, str] | None, cwd: st
         from jupyter_client.manager import KernelManager
 
         km = KernelManager(kernel_name="codex-exec")
-        # The stdio server's table defaults, so that the whole suite holds unchanged
-        # (a kernel's own defaults make larger chunks: see ExecService).
+        # Near the stdio server's table defaults, so that the whole suite holds unchanged
+        # (a kernel's own defaults make larger chunks: see ExecService; its 64 KiB
+        # chunks stay within serve's 256 KiB cap).
         stdio_defaults = ["--ExecService.coalesce_window=0.005",
                           "--ExecService.coalesce_max_bytes=65536",
                           "--ExecService.retained_bytes=1048576"]  # fmt: skip

@@ -264,7 +264,7 @@ def test_coalescing_makes_few_large_chunks(server: StdioClient) -> None:
     outputs = [m for m in r["events"] if m["method"] == "process/output"]
     assert r["stdout"] == b"".join(b"%d\n" % i for i in range(1, 200001))
     sizes = [len(base64.b64decode(m["params"]["chunk"])) for m in outputs]
-    assert max(sizes) <= 64 * 1024
+    assert max(sizes) <= 256 * 1024  # ProcessTable.coalesce_max_bytes
     assert len(outputs) < 200000 / 100  # far fewer chunks than lines
 
 
@@ -317,7 +317,9 @@ def test_read_max_bytes_returns_first_chunk_always(server: StdioClient) -> None:
 
 
 def test_retention_cap_evicts_whole_chunks(make_server) -> None:
-    client = make_server("--ProcessTable.retained_bytes=100000")
+    # chunks (64 KiB) smaller than the cap: the newest chunk is always kept, whole
+    client = make_server("--ProcessTable.retained_bytes=100000",
+                         "--ProcessTable.coalesce_max_bytes=65536")
     r = client.run(["head", "-c", "1000000", "/dev/zero"])
     got = client.request("process/read", {"processId": r["processId"]})
     held = sum(len(base64.b64decode(c["chunk"])) for c in got["chunks"])

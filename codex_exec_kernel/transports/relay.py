@@ -32,7 +32,6 @@ What the relay adds, and why:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from ..protocol import (
     PARSE_ERROR,
     Message,
     ProtocolError,
+    b64encode,
     error_response,
 )
 from .stdio import StdioServer
@@ -103,7 +103,7 @@ def _to_base64(value: Any, buffers: list[bytes]) -> Any:
         if len(value) == 1 and isinstance(value.get("buffer"), int):
             index = value["buffer"]
             if 0 <= index < len(buffers):
-                return base64.b64encode(buffers[index]).decode("ascii")
+                return b64encode(buffers[index]).decode("ascii")
         return {k: _to_base64(v, buffers) for k, v in value.items()}
     if isinstance(value, list):
         return [_to_base64(v, buffers) for v in value]

@@ -20,8 +20,9 @@ from jupyter_core.application import JupyterApp
 from traitlets import Int, default
 from traitlets.config import Configurable
 
+from ..backend import grow_pipe
 from ..dispatcher import ConnectionState, Dispatcher
-from ..protocol import PARSE_ERROR, ProtocolError, encode_line, error_response
+from ..protocol import PARSE_ERROR, ProtocolError, encode_line, error_response, output_line
 from ..server import build_server
 from ..sessions.config import SessionConfig
 from ..table import ProcessTable
@@ -45,6 +46,13 @@ class StdioServer(Configurable):
         config=True,
         help="Output buffered for a peer that does not read; past it the processes it "
         "follows pause and no more requests are read until it drains.",
+    )
+    stdout_pipe_bytes = Int(
+        1 * MiB,
+        config=True,
+        help="Capacity asked for stdout when it is a pipe (F_SETPIPE_SZ; 0 keeps the "
+        "system's 64 KiB). One 64 KiB chunk is an 87 KiB line: with a pipe smaller than a "
+        "few lines, server and peer take turns on every message.",
     )
     max_requests_in_flight = Int(
         16,
@@ -75,6 +83,12 @@ class StdioServer(Configurable):
             return
         self._writer.write(encode_line(message))
 
+    def send_output(self, process_id: str, seq: int, stream: str | None, data: bytes) -> None:
+        """``process/output`` built straight from the chunk (dispatcher's fast path)."""
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._writer.write(output_line(process_id, seq, stream, data))
+
     # ------------------------------------------------------------------------
     async def serve(self, in_fd: int, out_fd: int) -> None:
         server = self
@@ -103,6 +117,7 @@ class StdioServer(Configurable):
             def connection_lost(self, exc: Exception | None) -> None:
                 server.done.set()
 
+        grow_pipe(out_fd, self.stdout_pipe_bytes)
         out_pipe = os.fdopen(out_fd, "wb", buffering=0)
         in_pipe = os.fdopen(in_fd, "rb", buffering=0)
         try:
