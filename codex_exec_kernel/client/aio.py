@@ -116,24 +116,6 @@ class AsyncProcess:
             self.client._ack(self.process_id, item.seq)
             yield item
 
-    async def _take_queued(self) -> list[Chunk] | None:
-        """Every chunk queued now (waiting for at least one), unacknowledged; None at
-        the end. The sync client iterates this way: one thread hop per batch instead of
-        one per chunk, and it acknowledges the batch (:meth:`_ack_through`) as it
-        hands the batch's last chunk to its caller."""
-        chunks: list[Chunk] = []
-        item = await self._queue.get()
-        while item is not _END:
-            chunks.append(item)
-            if self._queue.empty():
-                return chunks
-            item = self._queue.get_nowait()
-        self._queue.put_nowait(_END)  # later calls end at once too
-        return chunks or None
-
-    def _ack_through(self, seq: int) -> None:
-        self.client._ack(self.process_id, seq)
-
     async def output(self, timeout: float | None = None) -> Output:
         """Gather all output until the process is closed."""
         out = Output()

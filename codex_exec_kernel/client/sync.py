@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -46,7 +45,6 @@ class Process:
     def __init__(self, runner: _LoopThread, proc: AsyncProcess) -> None:
         self._runner = runner
         self._proc = proc
-        self._held: deque[Chunk] = deque()  # taken from the queue, not yet yielded
 
     @property
     def process_id(self) -> str:
@@ -65,22 +63,12 @@ class Process:
         return self._proc.signal
 
     def __iter__(self) -> Iterator[Chunk]:
-        # One hop to the loop thread per *batch* of queued chunks, not per chunk: a
-        # blocking hop costs a GIL handoff to a thread that is busy reading the flood
-        # (up to the 5 ms switch interval), which per chunk cost most of the
-        # throughput. Acknowledged as the async iterator does, when the caller takes
-        # the output: one cumulative ack as the batch's last chunk is handed over. A
-        # caller that stops mid-batch finds the rest here when it iterates again.
+        agen = self._proc.__aiter__()
         while True:
-            if not self._held:
-                batch = self._runner.run(self._proc._take_queued())
-                if batch is None:
-                    return
-                self._held.extend(batch)
-            chunk = self._held.popleft()
-            if not self._held:
-                self._runner.loop.call_soon_threadsafe(self._proc._ack_through, chunk.seq)
-            yield chunk
+            try:
+                yield self._runner.run(agen.__anext__())
+            except StopAsyncIteration:
+                return
 
     def output(self, timeout: float | None = None) -> Output:
         return self._runner.run(self._proc.output(timeout))
