@@ -313,6 +313,7 @@ class Dispatcher:
                 INVALID_REQUEST,
                 f"{method} before the handshake finished: send the initialized notification",
             )
+        self.table.check_param_items(msg.params)
         return route.handler(state, route.params.parse(msg.params, buffers))
 
     # ------------------------------------------------------------------ handshake

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -48,8 +49,10 @@ class IOThread:
         self.loop.run_forever()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the I/O loop, from any thread, without waiting."""
-        self.loop.call_soon_threadsafe(fn, *args)
+        """Run ``fn(*args)`` on the I/O loop, from any thread, without waiting. After
+        :meth:`stop` the loop is closed and such calls are dropped (the table is gone)."""
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def run(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
         """Run ``fn()`` on the I/O loop and wait for its result (never from the loop itself)."""
@@ -81,3 +84,8 @@ class IOThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=2.0)
         self.server.close()
+        if not self._thread.is_alive():
+            # The loop's selector (epoll) and self-pipe are fds: give them back now, not
+            # whenever the garbage collector reaches the loop (a kernel restarts its
+            # service without exiting; test_service_fds.py).
+            self.loop.close()

@@ -113,6 +113,20 @@ class ProcessTable(Configurable):
         32 * KiB, config=True, help="Newest output a skipping screen model is rebuilt from."
     )
 
+    max_closed_entries = Int(
+        4096,
+        config=True,
+        help="Closed processes kept listed; past it the oldest go before their "
+        "retention_seconds (process/list of 13,000 entries held the loop ~50 ms).",
+    )
+    max_param_items = Int(
+        16384,
+        config=True,
+        help="Most items in any one list or object of a request's params (argv, env, "
+        "...); checked before they are read, so no request holds the loop for long "
+        "validating and spawning them (-32602 past it).",
+    )
+
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loop = loop or asyncio.get_event_loop()
@@ -181,6 +195,18 @@ class ProcessTable(Configurable):
             if count > self.max_env_globs:
                 raise invalid_params(
                     f"envPolicy has {count} globs; the limit is {self.max_env_globs}"
+                )
+
+    def check_param_items(self, params: Any) -> None:
+        """Refuse params with a list or object longer than ``max_param_items`` before
+        anything reads them: validating 10^6 argv items and spawning them held the loop
+        for a second. Counts only (``len``), so this costs nothing itself."""
+        if not isinstance(params, dict):
+            return
+        for name, value in params.items():
+            if isinstance(value, (list, dict)) and len(value) > self.max_param_items:
+                raise invalid_params(
+                    f"{name} has {len(value)} items; the limit is {self.max_param_items}"
                 )
 
     def check_write_size(self, size: int) -> None:
@@ -279,6 +305,8 @@ class ProcessTable(Configurable):
             if self.closed_bytes <= self.closed_retained_bytes:
                 break
             self.closed_bytes -= oldest.evict_output()
+        while len(self._closed) > self.max_closed_entries:
+            self.remove(next(iter(self._closed.values())))
 
     def list(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.processes.values()]

@@ -9,8 +9,12 @@ The default, 2, already doubles the figures written in the tests.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 SCALE_ENV = "CODEX_EXEC_TEST_TIMEOUT_SCALE"
 DEFAULT_SCALE = 2.0
@@ -68,3 +72,20 @@ def pid_alive(pid: int | None) -> bool:
 def wait_gone(pids: list[int], timeout: float = 2.0) -> None:
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout,
                message=f"pids {pids} to end")
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Wait until ``url`` answers (any HTTP status), failing early if ``proc`` dies."""
+    timeout = scaled(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)  # polling interval while the server starts
+    raise RuntimeError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")

@@ -243,22 +243,16 @@ class AsyncExecClient:
         return client
 
     @classmethod
-    async def connect_url(
-        cls,
-        url: str,
-        token: str | None = None,
-        kernel_id: str | None = None,
-        kernel_name: str = "codex-exec",
-        keep_kernel: bool = False,
-        **kwargs: Any,
-    ) -> AsyncExecClient:
+    async def connect_url(cls, url: str, *args: Any, **kwargs: Any) -> AsyncExecClient:
         """Reach a kernel through a Jupyter server (or JupyterHub, or Kernel Gateway):
-        its REST API and kernel websocket. Starts a ``kernel_name`` kernel when no
-        ``kernel_id`` is given, shut down again by :meth:`close` unless ``keep_kernel``."""
+        its REST API and kernel websocket. The parameters are
+        :meth:`LinkedExecClient.over_url`'s (``token``, ``kernel_id``, ``kernel_name``,
+        ``keep_kernel``, then this class's options): it starts a ``kernel_name`` kernel
+        when no ``kernel_id`` is given, shut down again by :meth:`close` unless
+        ``keep_kernel``."""
         from .linked import LinkedExecClient
 
-        return await LinkedExecClient.over_url(url, token, kernel_id, kernel_name, keep_kernel,
-                                               **kwargs)  # fmt: skip
+        return await LinkedExecClient.over_url(url, *args, **kwargs)
 
     async def open(self) -> None:
         self.kc.start_channels()
@@ -344,15 +338,7 @@ class AsyncExecClient:
                 msg = self.kc.session.msg("delete_subshell_request",
                                           {"subshell_id": self.subshell_id})  # fmt: skip
                 self.kc.control_channel.send(msg)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-        for task in list(self._tasks):
-            task.cancel()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionClosed("client closed"))
+        await self._stop_tasks()
         self.kc.stop_channels()
         if self.km is not None and (shutdown_kernel is None or shutdown_kernel):
             await self.km.shutdown_kernel()
@@ -395,9 +381,23 @@ class AsyncExecClient:
         except asyncio.CancelledError:
             raise
         finally:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionClosed("the comm was closed"))
+            self._fail_pending("the comm was closed")
+
+    async def _stop_tasks(self) -> None:
+        """Closing, for every transport: the reader and helper tasks end, and every
+        request still waiting fails with :class:`ConnectionClosed`."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+        self._fail_pending("client closed")
+
+    def _fail_pending(self, reason: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosed(reason))
 
     def _dispatch(self, data: dict[str, Any], buffers: list[bytes]) -> None:
         if "method" in data:

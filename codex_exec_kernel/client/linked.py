@@ -10,7 +10,6 @@ blocks it) and messages come from the link's receive loop. Reached through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from .aio import AsyncExecClient
@@ -84,24 +83,14 @@ class LinkedExecClient(AsyncExecClient):
         except LinkError as exc:
             reason = str(exc)
         finally:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionClosed(reason))
+            self._fail_pending(reason)
 
     async def close(self, shutdown_kernel: bool | None = None) -> None:
         """Close the comm; shut down a kernel we started (unless ``keep_kernel``)."""
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-        for task in list(self._tasks):
-            task.cancel()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionClosed("client closed"))
+        await self._stop_tasks()
         if shutdown_kernel is not None and isinstance(self.link, WebSocketLink):
             self.link.keep_kernel = not shutdown_kernel
             self.link.started_kernel = self.link.started_kernel or shutdown_kernel

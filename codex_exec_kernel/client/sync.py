@@ -128,16 +128,10 @@ class ExecClient:
         return cls(runner, client)
 
     @classmethod
-    def connect_url(cls, url: str, token: str | None = None, kernel_id: str | None = None,
-                    **kwargs: Any) -> ExecClient:  # fmt: skip
-        """Through a Jupyter server's websocket; see ``AsyncExecClient.connect_url``."""
-        runner = _LoopThread()
-        try:
-            client = runner.run(AsyncExecClient.connect_url(url, token, kernel_id, **kwargs))
-        except BaseException:
-            runner.stop()
-            raise
-        return cls(runner, client)
+    def connect_url(cls, url: str, *args: Any, **kwargs: Any) -> ExecClient:
+        """Through a Jupyter server's websocket; parameters as
+        ``AsyncExecClient.connect_url`` (``token``, ``kernel_id``, ...)."""
+        return cls._open(lambda: AsyncExecClient.connect_url(url, *args, **kwargs))
 
     @property
     def server_info(self) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class SessionConfig(Configurable):
         "(process/snapshot of a session: kept in the supervisor, so it outlives the kernel).",
     ).tag(config=True)
 
+    max_log_chunk = Int(
+        4 * 1024 * 1024,
+        help="Most bytes one session/logs answer carries (a larger maxBytes is clamped; "
+        "read on with nextOffset): encoding 16 MiB as base64 JSON held the loop ~0.1 s.",
+    ).tag(config=True)
+
     detach_keys = List(
         Unicode(),
         default_value=["C-\\", "C-b d"],

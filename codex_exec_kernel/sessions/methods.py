@@ -101,8 +101,9 @@ class SessionMethods:
     async def logs(self, ctx: ConnectionState, params: SessionLogsParams) -> Reply:
         self._known(params.session_id)
         chunk = await asyncio.to_thread(
-            self.manager.read_log_raw, params.session_id, params.offset, params.max_bytes
-        )
+            self.manager.read_log_raw, params.session_id, params.offset,
+            min(params.max_bytes, self.manager.config.max_log_chunk),
+        )  # fmt: skip
         out: list[bytes] | None = [] if ctx.binary else None
         result = {
             "chunk": encode_bytes(chunk.data, out),

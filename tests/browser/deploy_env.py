@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ensure_labextension_built
+from conftest import RESULTS_DIR, ensure_labextension_built
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -419,3 +419,46 @@ def shell_value(lab, wid: str, expression: str, timeout: float = 30) -> str:
         if match:
             return match.group(1)
     raise AssertionError(lab.text(wid))
+
+
+def latency_then_reload(lab, wid: str, where: str, screenshot: str | None = None) -> dict:
+    """Time 100 keystrokes' echo in panel ``wid`` (recorded as ``where``), then reload
+    the page and check the panel shows the same shell again. ``wid`` shows a prompt."""
+    from test_terminal import time_keystrokes
+
+    pid = shell_value(lab, wid, "$$")
+    clear_screen(lab, wid)
+    lab.focus(wid)
+    handle = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
+    samples, frames = time_keystrokes(lab, handle, total=100)
+    figures = record_latency(where, samples, frames)
+    if screenshot is not None:
+        lab.screenshot(screenshot, wid)
+
+    lab.goto(reset=False)
+    lab.page.wait_for_function(
+        "(id) => !!window.__kt.widget(id) && !!window.__kt.widget(id).terminal", arg=wid,
+        timeout=60000,
+    )  # fmt: skip
+    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid)
+    assert shell_value(lab, wid, "$$") == pid, "the reloaded panel shows the same shell"
+    return figures
+
+
+def record_latency(where: str, samples: list[float], frames: list[float]) -> dict:
+    """Print the figures and keep them next to the other browser results."""
+    from test_terminal import percentile
+
+    figures = {
+        "where": where,
+        "keys": len(samples),
+        "parsed_ms": {"p50": round(percentile(samples, 50), 2),
+                      "p95": round(percentile(samples, 95), 2)},
+        "frame_ms": {"p50": round(percentile(frames, 50), 2),
+                     "p95": round(percentile(frames, 95), 2)},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    print(f"\nkeystroke echo through {where}: {json.dumps(figures)}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"deploy-latency-{where}.json").write_text(json.dumps(figures) + "\n")
+    return figures

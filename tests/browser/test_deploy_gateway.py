@@ -13,13 +13,11 @@ a page reload re-attaches the panel. Keystroke echo through the gateway is measu
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,12 +25,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import RESULTS_DIR, LabServer, free_port, new_lab, start_lab, stop, wait_http
+from conftest import LabServer, free_port, new_lab, start_lab, stop, wait_http
 from deploy_env import (
     User,
-    clear_screen,
     eg_launcher,
     execute,
+    latency_then_reload,
     require_root,
     restart_kernel,
     run,
@@ -43,7 +41,6 @@ from deploy_env import (
     unix_user,
     venv,
 )
-from test_terminal import percentile, time_keystrokes
 from waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -269,34 +266,4 @@ def test_background_session_survives_remote_kernel(lab, gateway: Gateway):
 def test_reload_reattaches_and_echo_latency(lab, gateway: Gateway):
     wid = lab.open_terminal(timeout=120)
     lab.wait_prompt(wid)
-    pid = shell_value(lab, wid, "$$")
-    clear_screen(lab, wid)
-    lab.focus(wid)
-    handle = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
-    samples, frames = time_keystrokes(lab, handle, total=100)
-    record_latency("enterprise-gateway", samples, frames)
-
-    lab.goto(reset=False)
-    lab.page.wait_for_function(
-        "(id) => !!window.__kt.widget(id) && !!window.__kt.widget(id).terminal", arg=wid,
-        timeout=60000,
-    )  # fmt: skip
-    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid)
-    assert shell_value(lab, wid, "$$") == pid, "the reloaded panel shows the same shell"
-
-
-def record_latency(where: str, samples: list[float], frames: list[float]) -> dict:
-    """Print the figures and keep them next to the other browser results."""
-    figures = {
-        "where": where,
-        "keys": len(samples),
-        "parsed_ms": {"p50": round(percentile(samples, 50), 2),
-                      "p95": round(percentile(samples, 95), 2)},
-        "frame_ms": {"p50": round(percentile(frames, 50), 2),
-                     "p95": round(percentile(frames, 95), 2)},
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
-    print(f"\nkeystroke echo through {where}: {json.dumps(figures)}")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"deploy-latency-{where}.json").write_text(json.dumps(figures) + "\n")
-    return figures
+    latency_then_reload(lab, wid, "enterprise-gateway")

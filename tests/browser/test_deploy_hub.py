@@ -28,8 +28,8 @@ from conftest import PAGE_HELPERS, Lab, LabServer, free_port, stop, wait_http
 from deploy_env import (
     User,
     chp_command,
-    clear_screen,
     execute,
+    latency_then_reload,
     require_root,
     run,
     shell_value,
@@ -39,8 +39,6 @@ from deploy_env import (
     venv,
 )
 from stdio_client import RpcError, StdioClient
-from test_deploy_gateway import record_latency
-from test_terminal import time_keystrokes
 from waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -197,24 +195,9 @@ def test_terminal_and_exec_run_as_the_user(request, hub: Hub, who: str):
 
 
 def test_panel_through_the_proxy_reload_and_latency(alice_lab: Lab, hub: Hub):
-    lab = alice_lab
-    wid = lab.open_terminal()
-    lab.wait_prompt(wid)
-    pid = shell_value(lab, wid, "$$")
-    clear_screen(lab, wid)
-    lab.focus(wid)
-    handle = lab.page.evaluate_handle("(id) => window.__kt.widget(id).terminal", wid)
-    samples, frames = time_keystrokes(lab, handle, total=100)
-    record_latency("jupyterhub-proxy", samples, frames)
-    lab.screenshot("kernel-terminal-jupyterhub.png", wid)
-
-    lab.goto(reset=False)
-    lab.page.wait_for_function(
-        "(id) => !!window.__kt.widget(id) && !!window.__kt.widget(id).terminal", arg=wid,
-        timeout=60000,
-    )  # fmt: skip
-    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid)
-    assert shell_value(lab, wid, "$$") == pid, "the reloaded panel shows the same shell"
+    wid = alice_lab.open_terminal()
+    alice_lab.wait_prompt(wid)
+    latency_then_reload(alice_lab, wid, "jupyterhub-proxy", "kernel-terminal-jupyterhub.png")
 
 
 def alice_store(hub: Hub) -> str:
