@@ -52,8 +52,10 @@ class Samples:
             return self._items[-1][0] if self._items else 0.0
 
     def between(self, start: float, end: float) -> list[float]:
+        """Latencies of the probes in flight at some point of [start, end]: a probe sent
+        just before a batch and answered during it counts, as the batch delayed it."""
         with self._lock:
-            return [lat for at, lat in self._items if start <= at <= end]
+            return [lat for at, lat in self._items if at <= end and at + lat >= start]
 
 
 class ListProber:
