@@ -284,11 +284,28 @@ export class KernelTerminal extends Widget {
     }
   }
 
-  /** Subscribe to the panel's process after `afterSeq`. */
+  /**
+   * Subscribe to the panel's process after `afterSeq`; with 0 (a fresh
+   * screen: a reload, a second viewer, an attached session) start from the
+   * kernel's snapshot of its screen (see snapshot.ts).
+   */
   private async _attach(conn: ExecConnection, afterSeq: number): Promise<void> {
-    const stream = this._process.bind(conn, this._state.processId!, afterSeq);
+    const processId = this._state.processId!;
     try {
+      let ended = false;
+      let stream;
+      if (afterSeq === 0) {
+        const started = await this._process.bindFromScreen(conn, processId);
+        stream = started.stream;
+        ended = !!started.snapshot && (started.snapshot.exited || started.snapshot.closed);
+      } else {
+        stream = this._process.bind(conn, processId, afterSeq);
+      }
       await stream.subscribe();
+      if (ended) {
+        // The end may be part of the snapshot's seq: read it to say so.
+        await stream.refill();
+      }
     } catch (err) {
       if (err instanceof RpcError && err.code === ErrorCode.invalidRequest) {
         this._processGone(`The process ${this._state.processId} no longer exists on this kernel.`);
