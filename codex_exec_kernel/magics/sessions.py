@@ -20,6 +20,7 @@ from ..service import ExecService
 from ..sessions.api import SessionManager
 from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
+from ..sessions.logtext import last_lines, log_chunks, log_text
 from ..sessions.store import SessionError
 from ..showtext import when_text
 from .options import MagicParser, parse_magic_args
@@ -103,6 +104,8 @@ ATTACH.add_argument("--from-start", action="store_true", help="show the whole lo
 LOGS = _parser("%logs", "Show a background session's log.")
 LOGS.add_argument("selector", metavar="SEL")
 LOGS.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+LOGS.add_argument("--raw", action="store_true",
+                  help="a TTY session's bytes as logged, not the text shown")  # fmt: skip
 TERMINAL = _parser("%terminal", "Open a Kernel Terminal on this kernel in JupyterLab.")
 TERMINAL.add_argument("--session", metavar="SEL", help="show a background session instead")
 
@@ -158,12 +161,14 @@ class SessionMagics(Magics):
         try:
             info = manager.resolve(args.selector)
             offset = 0 if args.tail is None else manager.tail_offset(info.id, args.tail)
-            while True:
-                chunk = manager.read_log(info.id, offset)
-                if not chunk.data:
-                    break
-                sys.stdout.write(chunk.data.decode("utf-8", "replace"))
-                offset = chunk.next_offset
+            if args.raw:
+                for data in log_chunks(manager, info.id, offset):
+                    sys.stdout.write(data.decode("utf-8", "replace"))
+            elif args.tail is not None:  # rendering may add rows: the last N are shown
+                sys.stdout.write(last_lines("".join(log_text(manager, info, offset)), args.tail))
+            else:
+                for piece in log_text(manager, info, offset):
+                    sys.stdout.write(piece)
             note = manager.get(info.id).log_note
             if note:
                 print(f"\n[{note}]")
