@@ -16,12 +16,24 @@ import os
 import signal
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
 from .pgroup import TERMINATE_SIGNALS, group_alive, signal_group
 from .spawn import SpawnedChild, decode_wait_status, set_winsize
 
 READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ScreenSnapshot:
+    """A redraw of a screen (``process/snapshot``'s payload, without the seq)."""
+
+    chunk: bytes
+    rows: int
+    cols: int
+    alternate_screen: bool
+    title: str
 
 
 class OutputSink(Protocol):
@@ -64,6 +76,14 @@ class ProcessBackend(ABC):
     @property
     @abstractmethod
     def stdin_open(self) -> bool: ...
+
+    #: True when the backend keeps the screen model itself (a background session's
+    #: supervisor): the entry then keeps none and asks :meth:`snapshot`.
+    keeps_screen: bool = False
+
+    async def snapshot(self, rows: int | None, cols: int | None) -> ScreenSnapshot:
+        """The screen as the backend's own model has it (only if ``keeps_screen``)."""
+        raise NotImplementedError
 
     @property
     def queued_input_bytes(self) -> int:

@@ -41,6 +41,7 @@ from .protocol import (
     ReadParams,
     ResizeParams,
     SignalParams,
+    SnapshotParams,
     StartParams,
     SubscribeParams,
     TerminateParams,
@@ -181,6 +182,7 @@ class Dispatcher:
         self.register("process/subscribe", SubscribeParams, self._subscribe)
         self.register("process/unsubscribe", ProcessRef, self._unsubscribe)
         self.register("process/ack", AckParams, self._ack)
+        self.register("process/snapshot", SnapshotParams, self._snapshot)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def register(
@@ -378,6 +380,13 @@ class Dispatcher:
         return Reply(
             {"nextSeq": proc.next_seq}, after=lambda: proc.subscribe(state, params.after_seq)
         )
+
+    async def _snapshot(self, state: ConnectionState, params: SnapshotParams) -> Reply:
+        proc = self.table.require(params.process_id)
+        result = await proc.snapshot(params.rows, params.cols)
+        out: list[bytes] | None = [] if state.binary else None
+        result["chunk"] = encode_bytes(result["chunk"], out)
+        return Reply(result, out)
 
     def _unsubscribe(self, state: ConnectionState, params: ProcessRef) -> dict[str, Any]:
         self.table.require(params.process_id).unsubscribe(state)

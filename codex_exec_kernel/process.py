@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .backend import ProcessBackend
+from .backend import ProcessBackend, ScreenSnapshot
 from .protocol import LIMIT_REACHED, ProtocolError, invalid_params
+from .screen.feeder import ScreenFeeder
 
 if TYPE_CHECKING:
     from .table import ProcessTable
@@ -65,6 +66,7 @@ class EntryInfo:
     cwd: str
     tty: bool
     title: str | None = None
+    size: tuple[int, int] = (24, 80)  # a PTY's size at start (rows, cols)
     started_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     )
@@ -112,6 +114,11 @@ class ManagedProcess:
         self._marks: deque[_Mark] = deque()
         self._paused = False
         self._removal: asyncio.TimerHandle | None = None
+        # screen model (PTY entries whose backend keeps none itself)
+        self.pty_size = info.size
+        self.screen: ScreenFeeder | None = None
+        if info.tty and not backend.keeps_screen:
+            self.screen = table.new_screen(*info.size)
 
     # ------------------------------------------------------------------ sink
     def on_output(self, stream: str, data: bytes) -> None:
@@ -173,7 +180,52 @@ class ManagedProcess:
         if not self.info.tty:
             raise invalid_params(f"process {self.process_id!r} has no terminal to resize")
         if not self.closed:
+            # Output read before the resize was drawn at the old size: it takes its
+            # seq first, so the screen model resizes at the right point.
+            self._flush()
             self.backend.resize(rows, cols)
+            self.pty_size = (rows, cols)
+            if self.screen is not None:
+                self.screen.resize(rows, cols, self.next_seq - 1)
+
+    async def snapshot(self, rows: int | None, cols: int | None) -> dict[str, Any]:
+        """``process/snapshot``: bytes that redraw the screen on a fresh terminal and the
+        seq they reflect; the output after that seq continues it exactly."""
+        self.table.owner.check()
+        if not self.info.tty:
+            raise invalid_params(f"process {self.process_id!r} is not a tty")
+        rows = rows or self.pty_size[0]
+        cols = cols or self.pty_size[1]
+        if self.backend.keeps_screen:
+            snap, seq = await self._remote_snapshot(rows, cols)
+        elif self.screen is None:
+            raise invalid_params(f"process {self.process_id!r} has no screen model (it is off)")
+        else:
+            self._flush()
+            seq = await self.screen.catch_up(self.next_seq - 1)
+            model = self.screen.model
+            snap = ScreenSnapshot(
+                self.screen.render(rows, cols), rows, cols, model.alt_mode is not None,
+                model.title,
+            )  # fmt: skip
+        return {
+            "processId": self.process_id,
+            "seq": seq,
+            "rows": snap.rows,
+            "cols": snap.cols,
+            "chunk": snap.chunk,
+            "alternateScreen": snap.alternate_screen,
+            "title": snap.title,
+            "exited": self.exited,
+            "closed": self.closed,
+        }
+
+    async def _remote_snapshot(self, rows: int, cols: int) -> tuple[ScreenSnapshot, int]:
+        """The backend's snapshot; it arrives after the output it reflects, which by
+        then has taken its seqs (flushed here), so the seq is the last one taken."""
+        snap = await self.backend.snapshot(rows, cols)
+        self._flush()
+        return snap, self.next_seq - 1
 
     def send_signal(self, signum: int) -> None:
         """Signal the whole process group; a closed entry has none left to signal.
@@ -221,6 +273,8 @@ class ManagedProcess:
         self._last_flush = self.loop.time()
         seq = self._take_seq()
         self._emitted_bytes += len(data)
+        if self.screen is not None:
+            self.screen.push(data, seq)
         if self._flow_subscribers():
             self._marks.append(_Mark(seq, self._emitted_bytes, len(data)))
         self._append(Event(seq, "output", stream=stream, data=data))

@@ -416,6 +416,23 @@ class ResizeParams:
         return cls(r.process_id(), rows, cols)
 
 
+@dataclass(frozen=True)
+class SnapshotParams:
+    """``process/snapshot``: the screen for a fresh terminal of ``rows`` x ``cols``
+    (both absent: the process's current size)."""
+
+    process_id: str
+    rows: int | None = None
+    cols: int | None = None
+
+    @classmethod
+    def parse(cls, params: Any, buffers: Buffers = ()) -> SnapshotParams:
+        r = FieldReader(params)
+        rows = r.integer("rows", lo=1, hi=MAX_ROWS_COLS)
+        cols = r.integer("cols", lo=1, hi=MAX_ROWS_COLS)
+        return cls(r.process_id(), rows, cols)
+
+
 def parse_signal(r: FieldReader) -> int:
     name = r.string("signal", required=True)
     if name not in SIGNALS:

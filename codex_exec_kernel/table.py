@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from traitlets import Float, Int
+from traitlets import Bool, Float, Int
 from traitlets.config import Configurable
 
 from .backend import LocalBackend, ProcessBackend
@@ -22,6 +22,7 @@ from .envpolicy import resolve
 from .pgroup import group_alive
 from .process import EntryInfo, ManagedProcess
 from .protocol import LIMIT_REACHED, ProtocolError, SpawnSpec, invalid_params, invalid_request
+from .screen.feeder import ScreenFeeder, ScreenSettings
 from .spawn import spawn
 from .threads import LoopOwner
 
@@ -81,6 +82,25 @@ class ProcessTable(Configurable):
         help="Most envPolicy globs (exclude + includeOnly) in one request (-32602 past it).",
     )
 
+    screen_model = Bool(
+        True,
+        config=True,
+        help="Keep a terminal screen model of each PTY process (process/snapshot redraws "
+        "it); off: no model and process/snapshot answers -32602 (for comparisons).",
+    )
+    screen_scrollback_lines = Int(
+        2000, config=True, help="Lines of plain history a PTY's screen model keeps."
+    )
+    screen_backlog_bytes = Int(
+        256 * KiB,
+        config=True,
+        help="Output not yet fed to a screen model past which the oldest is skipped "
+        "(modes kept; the screen is rebuilt from the newest screen_rebuild_bytes).",
+    )
+    screen_rebuild_bytes = Int(
+        32 * KiB, config=True, help="Newest output a skipping screen model is rebuilt from."
+    )
+
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loop = loop or asyncio.get_event_loop()
@@ -100,6 +120,17 @@ class ProcessTable(Configurable):
         self.closed_bytes = 0
         #: The kernel's environment, directory and login-shell wrapper (kernelenv.py).
         self.spawn_hook: SpawnHook | None = None
+
+    def new_screen(self, rows: int, cols: int) -> ScreenFeeder | None:
+        """A screen model for a PTY entry, with this table's limits (None when off)."""
+        if not self.screen_model:
+            return None
+        settings = ScreenSettings(
+            scrollback_lines=self.screen_scrollback_lines,
+            backlog_bytes=self.screen_backlog_bytes,
+            rebuild_bytes=self.screen_rebuild_bytes,
+        )
+        return ScreenFeeder(self.loop, rows, cols, settings)
 
     def child_base_env(self) -> dict[str, str]:
         """The environment a child inherits when its request does not replace it."""
@@ -181,7 +212,9 @@ class ProcessTable(Configurable):
         self._groups.add(child.pid)
         for hook in self.on_group_started:
             hook(child.pid)
-        info = EntryInfo(argv=list(spec.argv), cwd=cwd, tty=spec.tty, title=title)
+        info = EntryInfo(
+            argv=list(spec.argv), cwd=cwd, tty=spec.tty, title=title, size=spec.size
+        )
         return self._add(process_id, backend, info)
 
     def adopt(
@@ -217,6 +250,8 @@ class ProcessTable(Configurable):
             del self._closed[proc.process_id]
             self.closed_bytes -= proc.retained_bytes
         proc.cancel_removal()
+        if proc.screen is not None:
+            proc.screen.close()
         pgid = proc.backend.pid
         if pgid in self._groups and not group_alive(pgid):
             self._groups.discard(pgid)

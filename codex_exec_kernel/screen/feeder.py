@@ -1,0 +1,205 @@
+"""``ScreenFeeder``: keeps a process's screen model, at a bounded cost to its output.
+
+pyte parses a few hundred kB/s; a PTY flood runs at tens of MB/s. Feeding every byte
+as it arrives would cut throughput and delay echoes, so the model is fed lazily:
+
+* output is queued by reference (the same ``bytes`` the process table retains), with
+  a ``mark`` (the entry's seq, or the supervisor's log offset) and resizes in order;
+* it is fed in small pieces when output pauses (``quiet_seconds`` after the last
+  push), in slices of ``slice_seconds`` using at most ``duty`` of the loop's time, so
+  no step holds the loop for long and an echo never waits behind a redraw;
+* a snapshot (:meth:`catch_up`) feeds what is left, in slices that yield to the loop;
+* when the queue passes ``backlog_bytes`` (output outruns the model: a flood), the
+  oldest output is skipped down to the newest ``rebuild_bytes``: a regex pass
+  (:class:`.modes.ModeTracker`) keeps the modes exact over it, and the model is
+  rebuilt from a blank screen with those modes and the newest output. The screen is
+  then what that tail draws: exact for programs that redraw (a pager, an editor,
+  ``top``) or print lines; cells drawn only by skipped bytes are blank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from .model import ModelStream, ScreenModel
+from .modes import ModeTracker
+from .render import render
+
+#: Bytes fed to pyte between two looks at the clock (~1-3 ms at pyte's speed).
+PIECE = 1024
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """The feeder's limits (from the ``screen_*`` traits of the table or session config)."""
+
+    scrollback_lines: int = 2000
+    backlog_bytes: int = 256 * 1024
+    rebuild_bytes: int = 32 * 1024
+    quiet_seconds: float = 0.02
+    slice_seconds: float = 0.005
+    duty: float = 0.25
+    catch_up_slice_seconds: float = 0.02
+
+
+@dataclass
+class _Item:
+    mark: int
+    data: bytes = b""
+    size: tuple[int, int] | None = None  # a resize (rows, cols) instead of output
+
+
+class ScreenFeeder:
+    """One PTY's screen model and the queue of output not yet fed to it."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rows: int,
+        cols: int,
+        settings: ScreenSettings | None = None,
+    ) -> None:
+        self.loop = loop
+        self.settings = settings or ScreenSettings()
+        self.model = ScreenModel(cols, rows, history=self.settings.scrollback_lines)
+        self.stream = ModelStream(self.model)
+        self.size = (rows, cols)  # the size at the fed point, once rebuilt
+        self.fed_mark = 0
+        self.skipped_bytes = 0
+        self._queue: deque[_Item] = deque()
+        self._queued = 0
+        self._offset = 0  # bytes of the head item already fed
+        self._tracker: ModeTracker | None = None  # set while the model awaits a rebuild
+        self._last_push = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ input
+    def push(self, data: bytes, mark: int) -> None:
+        """Output ``data`` whose position is ``mark`` (non-decreasing)."""
+        if not data or self._closed:
+            return
+        self._queue.append(_Item(mark, data))
+        self._queued += len(data)
+        if self._queued > self.settings.backlog_bytes:
+            self._skip()
+        self._last_push = self.loop.time()
+        self._schedule(self.settings.quiet_seconds)
+
+    def resize(self, rows: int, cols: int, mark: int) -> None:
+        """The terminal became ``rows`` x ``cols`` after the output up to ``mark``."""
+        if not self._closed:
+            self._queue.append(_Item(mark, size=(rows, cols)))
+            self._schedule(self.settings.quiet_seconds)
+
+    @property
+    def backlog(self) -> int:
+        """Output bytes queued and not yet fed."""
+        return self._queued
+
+    @property
+    def stale(self) -> bool:
+        """The model skipped output and awaits its rebuild."""
+        return self._tracker is not None
+
+    def _skip(self) -> None:
+        """Give up the oldest queued output down to ``rebuild_bytes``, keeping modes."""
+        if self._tracker is None:
+            self._tracker = ModeTracker.from_model(self.model)
+            self.size = (self.model.lines, self.model.columns)
+        tracker = self._tracker
+        while self._queued > self.settings.rebuild_bytes and len(self._queue) > 1:
+            item = self._queue.popleft()
+            if item.size is not None:
+                self.size = item.size
+            else:
+                rest = item.data[self._offset :] if self._offset else item.data
+                tracker.scan(rest)
+                self._queued -= len(rest)
+                self.skipped_bytes += len(rest)
+            self._offset = 0
+            self.fed_mark = max(self.fed_mark, item.mark)
+
+    def _rebuild(self) -> None:
+        tracker = self._tracker
+        assert tracker is not None
+        self._tracker = None
+        rows, cols = self.size
+        self.model.resize(rows, cols)
+        self.model.reset()
+        tracker.apply(self.model)
+
+    # ------------------------------------------------------------------ feeding
+    def _feed(self, until: int | None, deadline: float) -> None:
+        """Feed queued items with mark <= ``until`` until ``deadline``."""
+        queue = self._queue
+        if self._tracker is not None:
+            self._rebuild()
+        while queue and self.loop.time() < deadline:
+            item = queue[0]
+            if until is not None and item.mark > until:
+                break
+            if item.size is not None:
+                self.model.resize(*item.size)
+                queue.popleft()
+                continue
+            piece = item.data[self._offset : self._offset + PIECE]
+            self.stream.feed(piece)
+            self._offset += len(piece)
+            self._queued -= len(piece)
+            if self._offset >= len(item.data):
+                queue.popleft()
+                self._offset = 0
+                self.fed_mark = max(self.fed_mark, item.mark)
+
+    def _schedule(self, delay: float) -> None:
+        if self._handle is None and not self._closed:
+            self._handle = self.loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        if self._busy or not self._queue:
+            return
+        now = self.loop.time()
+        quiet = self.settings.quiet_seconds
+        if now - self._last_push < quiet:
+            self._schedule(self._last_push + quiet - now)
+            return
+        self._feed(None, now + self.settings.slice_seconds)
+        if self._queue:
+            used = max(self.loop.time() - now, 0.001)
+            self._schedule(used * (1 / self.settings.duty - 1))
+
+    async def catch_up(self, until: int) -> int:
+        """Feed everything up to ``until``; the mark the model now reflects (>= until
+        when output was skipped past it meanwhile). Yields to the loop between slices."""
+        while self._busy:
+            await asyncio.sleep(0.001)
+        self._busy = True
+        try:
+            while True:
+                target = max(until, self.fed_mark)
+                self._feed(target, self.loop.time() + self.settings.catch_up_slice_seconds)
+                if self._tracker is None and not (self._queue and self._queue[0].mark <= target):
+                    return max(target, self.fed_mark)
+                await asyncio.sleep(0)
+        finally:
+            self._busy = False
+            if self._queue:
+                self._schedule(self.settings.quiet_seconds)
+
+    # ------------------------------------------------------------------ views
+    def render(self, rows: int | None = None, cols: int | None = None) -> bytes:
+        """The model as bytes for a fresh xterm.js (call after :meth:`catch_up`)."""
+        return render(self.model, rows, cols)
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._queued = 0
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
