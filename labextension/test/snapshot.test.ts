@@ -81,7 +81,9 @@ test('a second viewer starts from the snapshot: same cells, then live output onc
     const second = await attachViewer(conn, 'p');
     try {
       await written(second.term);
-      assert.ok(comm.sent.some(m => m.method === 'process/snapshot'), 'the viewer asked for a snapshot');
+      const asked = comm.sent.find(m => m.method === 'process/snapshot')!;
+      const answer = comm.received.find(m => m.id === asked.id)!;
+      assert.ok(answer.result, `the snapshot answered ${JSON.stringify(answer.error)}`);
       assert.equal(second.term.buffer.active.type, 'alternate');
       assert.equal(cells(second.term), cells(first.term));
       // Typed in the second viewer: reaches the program; its echo shows once in both.
