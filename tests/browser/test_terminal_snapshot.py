@@ -1,0 +1,287 @@
+"""A Kernel Terminal that comes back (reload, sidebar Attach) starts from the kernel's
+screen snapshot (issue 14), in a real JupyterLab (headless Chromium).
+
+The kernel keeps only a few KiB of output per process here (``ExecService.retained_bytes``
+in the kernel's config), so the bytes that switched to the alternate screen and drew the
+first screen of ``vim`` are evicted before the reload: a raw replay cannot redraw it. The
+restored panel's xterm must equal, cell by cell, a reference xterm (@xterm/headless,
+tests/xterm_ref) fed every byte the process wrote since it started, recorded in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from commands import CODEX_EXEC
+from conftest import ROOT, LabServer, ms, new_lab, start_lab, stop
+from screen_ref import differences, reference, text
+from waiting import scaled
+
+pytestmark = pytest.mark.browser
+
+#: Output the kernel keeps per process: a few vim screens.
+RETAINED = 16 * 1024
+#: The page-side state dump, the same code the reference runs (tests/xterm_ref/state.mjs).
+STATE_JS = (ROOT / "tests" / "xterm_ref" / "state.mjs").read_text().replace("export ", "")
+
+#: ``window.__rec``: every output chunk of the panel's process by seq, from seq 1 (what
+#: the kernel still retains when installed, then the live events).
+RECORDER = """async (id) => {
+    const w = window.__kt.widget(id);
+    const conn = w._link.connection;
+    const pid = w.processId;
+    const chunks = new Map();
+    window.__rec = {pid, chunks};
+    conn.processEvent.connect((_, ev) => {
+      if (ev.processId === pid && ev.kind === 'output') chunks.set(ev.seq, ev.data.slice());
+    });
+    const r = await conn.request('process/read', {processId: pid, afterSeq: 0, maxBytes: 1 << 20});
+    for (const c of r.chunks) {
+      if (typeof c.chunk === 'string') {
+        chunks.set(c.seq, Uint8Array.from(atob(c.chunk), ch => ch.charCodeAt(0)));
+      } else {
+        const b = r.__buffers__[c.chunk.buffer];
+        chunks.set(c.seq, new Uint8Array(b.buffer ?? b, b.byteOffset ?? 0, b.byteLength).slice());
+      }
+    }
+    return r.firstRetainedSeq;
+}"""
+
+#: The recorded chunks in seq order, base64, and whether the seqs run without a hole.
+RECORDED = """() => {
+    const seqs = [...window.__rec.chunks.keys()].sort((a, b) => a - b);
+    const b64 = bytes => {
+      let s = '';
+      for (let i = 0; i < bytes.length; i += 0x8000) {
+        s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+      }
+      return btoa(s);
+    };
+    return {seqs, chunks: seqs.map(s => b64(window.__rec.chunks.get(s)))};
+}"""
+
+#: Whether the kernel still retains the bytes that switched to the alternate screen.
+RETAINS_ALT_SWITCH = """async (id) => {
+    const w = window.__kt.widget(id);
+    const r = await w._link.connection.request(
+        'process/read', {processId: w.processId, afterSeq: 0, maxBytes: 1 << 20});
+    let all = '';
+    for (const c of r.chunks) {
+      all += typeof c.chunk === 'string' ? atob(c.chunk)
+        : new TextDecoder('latin1').decode(r.__buffers__[c.chunk.buffer]);
+    }
+    return {retainsSwitch: all.includes('\\x1b[?1049h'), firstRetainedSeq: r.firstRetainedSeq};
+}"""
+
+
+def page_state(lab: Any, wid: str) -> dict[str, Any]:
+    """The panel's xterm state in screen.mjs's form."""
+    return lab.page.evaluate(
+        """([src, id]) => {
+            const w = window.__kt.widget(id);
+            const termState = new Function(src + '; return termState;')();
+            return termState(w.terminal, w._processTitle || '');
+        }""",
+        [STATE_JS, wid],
+    )
+
+
+def term_size(lab: Any, wid: str) -> tuple[int, int, int]:
+    return tuple(
+        lab.page.evaluate(
+            "(id) => { const t = window.__kt.widget(id).terminal;"
+            " return [t.rows, t.cols, t.options.scrollback]; }",
+            wid,
+        )
+    )
+
+
+def active_text(lab: Any, wid: str) -> str:
+    return lab.page.evaluate(
+        """(id) => {
+            const t = window.__kt.widget(id).terminal, b = t.buffer.active, out = [];
+            for (let y = b.baseY; y < b.baseY + t.rows; y++) {
+              out.push(b.getLine(y).translateToString(true));
+            }
+            return b.type + '\\n' + out.join('\\n');
+        }""",
+        wid,
+    )
+
+
+def wait_screen(lab: Any, wid: str, needle: str, buffer: str, timeout: float = 30) -> None:
+    try:
+        lab.page.wait_for_function(
+            """([id, needle, type]) => {
+                const w = window.__kt.widget(id);
+                if (!w) return false;
+                const b = w.terminal.buffer.active;
+                if (b.type !== type) return false;
+                for (let y = b.baseY; y < b.baseY + w.terminal.rows; y++) {
+                  if (b.getLine(y).translateToString(true).includes(needle)) return true;
+                }
+                return false;
+            }""",
+            arg=[wid, needle, buffer], timeout=ms(timeout), polling=100,
+        )  # fmt: skip
+    except Exception as exc:
+        raise AssertionError(f"{needle!r} not on the {buffer} screen; it shows:\n"
+                             + active_text(lab, wid)) from exc  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def snapshot_server(
+    jupyter_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
+    """A JupyterLab whose codex-exec kernels retain only RETAINED bytes per process."""
+    base = tmp_path_factory.mktemp("snapshot-lab")
+    profile = base / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "codex_exec_kernel_config.py").write_text(
+        f"c.ExecService.retained_bytes = {RETAINED}\n"
+    )
+    env = {
+        **jupyter_env,
+        "IPYTHONDIR": str(base / "ipython"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        "CODEX_EXEC_HOME": str(base / "codex-exec-home"),
+    }
+    root = base / "root"
+    root.mkdir()
+    server = start_lab(env, root, base / "lab-server.log")
+    yield server
+    subprocess.run([CODEX_EXEC, "session", "delete", *session_ids(env)], env=env,
+                   capture_output=True, timeout=scaled(60))  # fmt: skip
+    stop(server.proc)
+
+
+def session_ids(env: dict[str, str]) -> list[str]:
+    out = subprocess.run([CODEX_EXEC, "session", "list", "--json"], env=env,
+                         capture_output=True, text=True, timeout=scaled(60))  # fmt: skip
+    return [s["id"] for s in json.loads(out.stdout or '{"sessions": []}')["sessions"]]
+
+
+@pytest.fixture
+def slab(browser: Any, snapshot_server: LabServer) -> Iterator[Any]:
+    context, lab = new_lab(browser, snapshot_server)
+    yield lab
+    context.close()
+
+
+def long_file(root: Path) -> Path:
+    path = root / f"long-{uuid.uuid4().hex[:6]}.txt"
+    path.write_text("".join(f"line {i} of the long file\n" for i in range(1, 3001)))
+    return path
+
+
+def wait_saved(lab: Any, process_id: str) -> None:
+    """Until the server's workspace holds the panel (the restorer saves asynchronously)."""
+    saved = lab.page.evaluate(
+        """async ([pid, timeout]) => {
+            const deadline = Date.now() + timeout;
+            while (Date.now() < deadline) {
+              const r = await fetch('/lab/api/workspaces');
+              const text = JSON.stringify(await r.json());
+              if (text.includes(pid) && text.includes('codex-exec-terminal:')) return true;
+              await new Promise(res => setTimeout(res, 200));
+            }
+            return false;
+        }""",
+        [process_id, ms(20)],
+    )
+    assert saved, "the workspace never recorded the terminal"
+
+
+def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabServer) -> None:
+    lab = slab
+    path = long_file(snapshot_server.root)
+    wid = lab.open_terminal()
+    lab.wait_prompt(wid)
+    first_retained = lab.page.evaluate(RECORDER, wid)
+    assert first_retained == 1, "the shell's first output is needed for the reference"
+    process_id = lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid)
+    lab.type(wid, f"vim -N -u NONE -i NONE {path}\n")
+    wait_screen(lab, wid, "line 1 of the long file", "alternate")
+    # Page down until the bytes that drew the first screen are evicted.
+    for page in range(1, 40):
+        lab.page.keyboard.press("Control+f")
+        shown = lab.page.evaluate(RETAINS_ALT_SWITCH, wid)
+        if not shown["retainsSwitch"] and page >= 4:
+            break
+    else:
+        pytest.fail(f"retention never evicted the alternate-screen switch: {shown}")
+    # A last page with a mark typed into vim's command line: the screen settles on it.
+    lab.page.keyboard.press("Control+f")
+    lab.type(wid, ":echo 'before-' . (6*7)\n")
+    wait_screen(lab, wid, "before-42", "alternate")
+    before = page_state(lab, wid)
+    rows, cols, scrollback = term_size(lab, wid)
+    recorded = lab.page.evaluate(RECORDED)
+    seqs = recorded["seqs"]
+    assert seqs == list(range(1, len(seqs) + 1)), "the recorder missed output"
+    steps = [base64.b64decode(c) for c in recorded["chunks"]]
+    want = reference(rows, cols, steps, scrollback=scrollback)
+    assert not differences(before, want, viewport_only=True), "the reference is not the panel"
+    wait_saved(lab, process_id)
+
+    lab.goto(reset=False)
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(30))
+    wid2 = lab.page.evaluate("() => window.__kt.terminals()[0].id")
+    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
+    assert lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid2) == process_id
+    assert term_size(lab, wid2) == (rows, cols, scrollback)
+    wait_screen(lab, wid2, "before-42", "alternate")
+    got = page_state(lab, wid2)
+    diffs = differences(got, want)
+    assert not diffs, "\n".join(diffs) + "\n--- shown:\n" + text(got) + "\n--- want:\n" + text(want)
+    assert "no longer retained" not in lab.text(wid2)
+
+    # Keystrokes go to vim; what it prints after the snapshot appears once, in order.
+    lab.type(wid2, ":echo 'after-' . (6*7)\n")
+    wait_screen(lab, wid2, "after-42", "alternate")
+    lab.type(wid2, ":q\n")
+    wait_screen(lab, wid2, "", "normal")
+    lab.type(wid2, "for i in 1 2 3; do echo order-$i; done\n")
+    lab.wait_for_text(wid2, "order-3", last=True)
+    lines = [line.strip() for line in lab.lines(wid2)]
+    marks = [line for line in lines if line.startswith("order-")]
+    assert marks == ["order-1", "order-2", "order-3"], marks
+
+
+def test_sidebar_attach_shows_a_sessions_less_screen(slab: Any, snapshot_server: LabServer
+                                                     ) -> None:  # fmt: skip
+    lab = slab
+    path = long_file(snapshot_server.root)
+    wid = lab.open_terminal()
+    lab.wait_prompt(wid)
+    kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid)
+    session_id = f"less-{uuid.uuid4().hex[:6]}"
+    subprocess.run(
+        [CODEX_EXEC, "session", "create", "--id", session_id, "--tty", "--size", "30x90",
+         "--env", "LESS=", "--env", "TERM=xterm-256color", "--", "less", str(path)],
+        env=snapshot_server.env, cwd=ROOT, check=True, timeout=scaled(60),
+    )  # fmt: skip
+    lab.execute("codex-exec:show-processes", {"kernelId": kernel_id})
+    row = lab.page.locator(f".jp-KernelProcesses-row[data-session-id='{session_id}']")
+    row.wait_for(timeout=ms(20))
+    row.locator("button[data-action='attach']").click()
+    lab.page.wait_for_function("() => window.__kt.terminals().length === 2", timeout=ms(20))
+    wid2 = lab.page.evaluate("() => window.__kt.terminals().find(w => w.state.sessionId).id")
+    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
+    # less's screen, at the panel's size (it redraws after the resize), in its alternate
+    # buffer; keys reach it.
+    wait_screen(lab, wid2, "line 1 of the long file", "alternate")
+    rows = term_size(lab, wid2)[0]
+    wait_screen(lab, wid2, f"line {rows - 1} of the long file", "alternate")
+    lab.focus(wid2)
+    lab.page.keyboard.press("G")
+    wait_screen(lab, wid2, "line 3000 of the long file", "alternate")
+    lab.page.keyboard.press("q")
+    lab.wait_for_text(wid2, "exited with code 0", timeout=30)
