@@ -22,7 +22,7 @@ import pytest
 from commands import CODEX_EXEC
 from conftest import ROOT, LabServer, ms, new_lab, start_lab, stop
 from screen_ref import differences, reference, text
-from waiting import scaled
+from waiting import scaled, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -162,6 +162,13 @@ def snapshot_server(
     stop(server.proc)
 
 
+def log_size(env: dict[str, str], session_id: str) -> int:
+    out = subprocess.run([CODEX_EXEC, "session", "list", "--json"], env=env,
+                         capture_output=True, text=True, timeout=scaled(60))  # fmt: skip
+    sessions = json.loads(out.stdout)["sessions"]
+    return next(s["outputBytes"] for s in sessions if s["id"] == session_id)
+
+
 def session_ids(env: dict[str, str]) -> list[str]:
     out = subprocess.run([CODEX_EXEC, "session", "list", "--json"], env=env,
                          capture_output=True, text=True, timeout=scaled(60))  # fmt: skip
@@ -255,19 +262,26 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     assert marks == ["order-1", "order-2", "order-3"], marks
 
 
-def test_sidebar_attach_shows_a_sessions_less_screen(slab: Any, snapshot_server: LabServer
-                                                     ) -> None:  # fmt: skip
+def test_sidebar_attach_shows_a_sessions_vim_screen(slab: Any, snapshot_server: LabServer
+                                                    ) -> None:  # fmt: skip
     lab = slab
     path = long_file(snapshot_server.root)
     wid = lab.open_terminal()
     lab.wait_prompt(wid)
     kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid)
-    session_id = f"less-{uuid.uuid4().hex[:6]}"
+    session_id = f"vim-{uuid.uuid4().hex[:6]}"
+    # vim redraws its whole screen 400 times before it waits for keys: far more than the
+    # kernel replays of a session's log (its last 64 KiB), so a raw replay would start
+    # after the switch to the alternate screen.
+    redraws = 'for i in range(200) | exe "normal! G" | redraw! | exe "normal! gg" | redraw! | endfor'
     subprocess.run(
         [CODEX_EXEC, "session", "create", "--id", session_id, "--tty", "--size", "30x90",
-         "--env", "LESS=", "--env", "TERM=xterm-256color", "--", "less", str(path)],
+         "--env", "TERM=xterm-256color", "--",
+         "vim", "-N", "-u", "NONE", "-i", "NONE", "-c", redraws, str(path)],
         env=snapshot_server.env, cwd=ROOT, check=True, timeout=scaled(60),
     )  # fmt: skip
+    wait_until(lambda: log_size(snapshot_server.env, session_id) > 256 * 1024,
+               timeout=60, message="vim's redraws")  # fmt: skip
     lab.execute("codex-exec:show-processes", {"kernelId": kernel_id})
     row = lab.page.locator(f".jp-KernelProcesses-row[data-session-id='{session_id}']")
     row.wait_for(timeout=ms(20))
@@ -275,13 +289,12 @@ def test_sidebar_attach_shows_a_sessions_less_screen(slab: Any, snapshot_server:
     lab.page.wait_for_function("() => window.__kt.terminals().length === 2", timeout=ms(20))
     wid2 = lab.page.evaluate("() => window.__kt.terminals().find(w => w.state.sessionId).id")
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
-    # less's screen, at the panel's size (it redraws after the resize), in its alternate
-    # buffer; keys reach it.
+    # vim's screen in its alternate buffer, at the panel's size (it redraws after the
+    # resize); keys reach it.
     wait_screen(lab, wid2, "line 1 of the long file", "alternate")
     rows = term_size(lab, wid2)[0]
     wait_screen(lab, wid2, f"line {rows - 1} of the long file", "alternate")
-    lab.focus(wid2)
-    lab.page.keyboard.press("G")
-    wait_screen(lab, wid2, "line 3000 of the long file", "alternate")
-    lab.page.keyboard.press("q")
+    lab.type(wid2, ":echo 'attached-' . (6*7)\n")
+    wait_screen(lab, wid2, "attached-42", "alternate")
+    lab.type(wid2, ":q\n")
     lab.wait_for_text(wid2, "exited with code 0", timeout=30)
