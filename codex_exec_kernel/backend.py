@@ -81,8 +81,9 @@ class ProcessBackend(ABC):
     #: supervisor): the entry then keeps none and asks :meth:`snapshot`.
     keeps_screen: bool = False
 
-    async def snapshot(self, rows: int | None, cols: int | None) -> ScreenSnapshot:
-        """The screen as the backend's own model has it (only if ``keeps_screen``)."""
+    async def snapshot(self, rows: int | None, cols: int | None) -> tuple[ScreenSnapshot, int]:
+        """The screen as the backend's own model has it and the entry's seq it reflects
+        (only if ``keeps_screen``; None sizes: the process's own)."""
         raise NotImplementedError
 
     @property

@@ -194,15 +194,14 @@ class ManagedProcess:
         self.table.owner.check()
         if not self.info.tty:
             raise invalid_params(f"process {self.process_id!r} is not a tty")
-        rows = rows or self.pty_size[0]
-        cols = cols or self.pty_size[1]
         if self.backend.keeps_screen:
-            snap, seq = await self._remote_snapshot(rows, cols)
+            snap, seq = await self.backend.snapshot(rows, cols)
         elif self.screen is None:
             raise invalid_params(f"process {self.process_id!r} has no screen model (it is off)")
         else:
-            self._flush()
-            seq = await self.screen.catch_up(self.next_seq - 1)
+            rows = rows or self.pty_size[0]
+            cols = cols or self.pty_size[1]
+            seq = await self.screen.catch_up(self.cut())
             model = self.screen.model
             snap = ScreenSnapshot(
                 self.screen.render(rows, cols), rows, cols, model.alt_mode is not None,
@@ -220,12 +219,10 @@ class ManagedProcess:
             "closed": self.closed,
         }
 
-    async def _remote_snapshot(self, rows: int, cols: int) -> tuple[ScreenSnapshot, int]:
-        """The backend's snapshot; it arrives after the output it reflects, which by
-        then has taken its seqs (flushed here), so the seq is the last one taken."""
-        snap = await self.backend.snapshot(rows, cols)
+    def cut(self) -> int:
+        """Give the output gathered so far its seq now; the last seq taken."""
         self._flush()
-        return snap, self.next_seq - 1
+        return self.next_seq - 1
 
     def send_signal(self, signum: int) -> None:
         """Signal the whole process group; a closed entry has none left to signal.

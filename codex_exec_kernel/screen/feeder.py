@@ -44,6 +44,16 @@ class ScreenSettings:
     catch_up_slice_seconds: float = 0.02
 
 
+def _boundary(data: bytes, pos: int) -> int:
+    """The first line or escape-sequence start at or after ``pos`` (``pos`` if none near)."""
+    window = data[pos : pos + 4096]
+    found = [i for i in (window.find(b"\n"), window.find(b"\x1b")) if i >= 0]
+    if not found:
+        return pos
+    i = min(found)
+    return pos + i + (1 if window[i : i + 1] == b"\n" else 0)
+
+
 @dataclass
 class _Item:
     mark: int
@@ -122,6 +132,16 @@ class ScreenFeeder:
                 self.skipped_bytes += len(rest)
             self._offset = 0
             self.fed_mark = max(self.fed_mark, item.mark)
+        head = self._queue[0] if self._queue else None
+        if head is not None and head.size is None and self._queued > self.settings.rebuild_bytes:
+            # One large chunk (a kernel coalesces up to megabytes): keep its tail only,
+            # from a line or sequence start so the rebuild does not begin mid-sequence.
+            cut = len(head.data) - self.settings.rebuild_bytes
+            cut = _boundary(head.data, max(cut, self._offset))
+            tracker.scan(head.data[self._offset : cut])
+            self._queued -= cut - self._offset
+            self.skipped_bytes += cut - self._offset
+            self._offset = cut
 
     def _rebuild(self) -> None:
         tracker = self._tracker

@@ -15,13 +15,24 @@ keeps logging the child's output to disk, so the child never blocks on us.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from typing import Protocol
 
-from ..backend import OutputSink, ProcessBackend
+from ..backend import OutputSink, ProcessBackend, ScreenSnapshot
+from ..protocol import invalid_params
 from . import wire
 from .client import AttachClient
 from .store import SessionStore
 
 DETACHED_EXIT_CODE = -1
+#: How long a snapshot may take the supervisor (it feeds its model in slices first).
+SNAPSHOT_TIMEOUT = 60.0
+
+
+class CuttingSink(OutputSink, Protocol):
+    """The table entry: :meth:`cut` gives the seq of everything delivered so far."""
+
+    def cut(self) -> int: ...
 
 
 class AttachedSessionBackend(ProcessBackend):
@@ -36,15 +47,21 @@ class AttachedSessionBackend(ProcessBackend):
         self.pid = client.pid
         self.tty = client.tty
         self.streams = ("pty",) if self.tty else ("stdout", "stderr")
-        self._sink: OutputSink | None = None
+        self._sink: CuttingSink | None = None
+        self._snapshots: deque[asyncio.Future[tuple[ScreenSnapshot, int]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._detached = False
         self._finished = False
 
+    @property
+    def keeps_screen(self) -> bool:  # type: ignore[override]
+        """The supervisor keeps the model (a replay of an ended session: the entry does)."""
+        return self.client.screen
+
     def start(self, sink: OutputSink) -> None:
-        self._sink = sink
+        self._sink = sink  # type: ignore[assignment]  # a ManagedProcess
         self._task = self.loop.create_task(self._pump())
 
     async def _pump(self) -> None:
@@ -57,12 +74,46 @@ class AttachedSessionBackend(ProcessBackend):
                     exit_event = event
                     break
                 assert self._sink is not None
+                if isinstance(event, wire.Snapshot):
+                    self._answer_snapshot(event)
+                    continue
                 stream = event.stream if event.stream in self.streams else self.streams[0]
                 self._sink.on_output(stream, event.data)
         finally:
             self._finish(exit_event)
 
+    def _answer_snapshot(self, event: wire.Snapshot) -> None:
+        """The supervisor's snapshot follows the output it reflects, all of which the
+        entry has by now: its seq is the entry's last."""
+        assert self._sink is not None
+        seq = self._sink.cut()
+        snap = ScreenSnapshot(event.chunk, event.rows, event.cols, event.alternate_screen,
+                              event.title)  # fmt: skip
+        while self._snapshots:
+            fut = self._snapshots.popleft()
+            if not fut.done():
+                fut.set_result((snap, seq))
+                return
+
+    async def snapshot(self, rows: int | None, cols: int | None) -> tuple[ScreenSnapshot, int]:
+        fut: asyncio.Future[tuple[ScreenSnapshot, int]] = self.loop.create_future()
+        if self._finished or not self.client.request_snapshot(rows, cols):
+            raise invalid_params(f"session {self.client.session_id} is no longer attached")
+        self._snapshots.append(fut)
+        try:
+            return await asyncio.wait_for(fut, SNAPSHOT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise invalid_params(f"session {self.client.session_id}: no snapshot") from None
+
+    def _fail_snapshots(self) -> None:
+        error = invalid_params(f"session {self.client.session_id} ended before its snapshot")
+        while self._snapshots:
+            fut = self._snapshots.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+
     def _finish(self, exit_event: wire.Exit | None) -> None:
+        self._fail_snapshots()
         if self._finished or self._sink is None:
             return
         self._finished = True
@@ -116,6 +167,7 @@ class AttachedSessionBackend(ProcessBackend):
         self.terminate(0.0)
 
     def close(self) -> None:
+        self._fail_snapshots()
         self._detached = True
         self._finished = True  # the entry is closed: no more sink calls
         self.client.close()

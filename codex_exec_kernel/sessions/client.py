@@ -25,7 +25,7 @@ from .store import SessionMeta, SessionStore
 QUEUE_HIGH = 64  # events (each at most 256 KiB) before we pause the socket
 QUEUE_LOW = 16
 REPLAY_CHUNK = 256 * 1024
-Event = wire.Output | wire.Exit
+Event = wire.Output | wire.Exit | wire.Snapshot
 
 
 class _AttachProtocol(asyncio.Protocol):
@@ -149,6 +149,11 @@ class AttachClient:
         return (self.meta.pid if self.meta else None) or -1
 
     @property
+    def screen(self) -> bool:
+        """Attached to a supervisor that keeps a screen model (answers snapshots)."""
+        return self.live and self.welcome is not None and self.welcome.screen
+
+    @property
     def connected(self) -> bool:
         p = self._protocol
         return p is not None and p.transport is not None and not p.transport.is_closing()
@@ -158,7 +163,7 @@ class AttachClient:
         if isinstance(msg, wire.Welcome):
             if self._welcomed is not None and not self._welcomed.done():
                 self._welcomed.set_result(msg)
-        elif isinstance(msg, (wire.Output, wire.Exit)):
+        elif isinstance(msg, (wire.Output, wire.Exit, wire.Snapshot)):
             if isinstance(msg, wire.Exit):
                 self.exit = msg
             self._queue.append(msg)
@@ -269,6 +274,11 @@ class AttachClient:
 
     def signal(self, signum: int) -> bool:
         return self._send(wire.Signal(signum))
+
+    def request_snapshot(self, rows: int | None, cols: int | None) -> bool:
+        """Ask for a :class:`wire.Snapshot`; it comes among the events, after the output
+        it reflects (only when :attr:`screen`)."""
+        return self.screen and self._send(wire.SnapshotRequest(rows, cols))
 
     @property
     def stdin_open(self) -> bool:

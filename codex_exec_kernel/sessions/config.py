@@ -35,6 +35,12 @@ class SessionConfig(Configurable):
         help="An attach without an explicit offset starts this many bytes before the log's end.",
     ).tag(config=True)
 
+    screen_scrollback_lines = Int(
+        2000,
+        help="Lines of plain history the supervisor's screen model of a PTY session keeps "
+        "(process/snapshot of a session: kept in the supervisor, so it outlives the kernel).",
+    ).tag(config=True)
+
     detach_keys = List(
         Unicode(),
         default_value=["C-\\", "C-b d"],

@@ -88,6 +88,7 @@ def create_session(
                 created_at=created_at, arg0=spec.arg0, attach_tail_bytes=config.attach_tail_bytes,
                 exit_linger=config.exit_linger, client_drain_timeout=config.client_drain_timeout,
                 kill_grace=config.delete_grace, display=display,
+                screen_scrollback_lines=config.screen_scrollback_lines,
             )  # fmt: skip
             answer = _start_supervisor(launch, config.start_timeout)
         except BaseException as exc:

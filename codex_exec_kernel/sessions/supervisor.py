@@ -40,6 +40,7 @@ from typing import Any
 
 from ..backend import LocalBackend
 from ..pgroup import end_group_async, signal_group
+from ..screen.feeder import ScreenFeeder, ScreenSettings
 from ..spawn import SpawnError, spawn
 from . import wire
 from .errors import SessionError
@@ -75,6 +76,7 @@ class LaunchSpec:
     client_drain_timeout: float = 10.0
     kill_grace: float = 2.0
     display: str | None = None
+    screen_scrollback_lines: int = 2000
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +85,7 @@ class LaunchSpec:
             "createdAt": self.created_at, "arg0": self.arg0,
             "attachTailBytes": self.attach_tail_bytes, "exitLinger": self.exit_linger,
             "clientDrainTimeout": self.client_drain_timeout, "killGrace": self.kill_grace,
-            "display": self.display,
+            "display": self.display, "screenScrollbackLines": self.screen_scrollback_lines,
         }  # fmt: skip
 
     @classmethod
@@ -96,6 +98,7 @@ class LaunchSpec:
             exit_linger=float(obj["exitLinger"]),
             client_drain_timeout=float(obj["clientDrainTimeout"]),
             kill_grace=float(obj["killGrace"]), display=obj.get("display"),
+            screen_scrollback_lines=int(obj.get("screenScrollbackLines", 2000)),
         )  # fmt: skip
 
 
@@ -124,6 +127,10 @@ class _ClientConnection:
         self.send_failed = False
         self.writing = False
         self.task: asyncio.Task[None] | None = None
+        #: While a snapshot is being made: send the log up to here only, then the
+        #: snapshot frame (its offset), so the next Output frame continues it.
+        self.send_limit: int | None = None
+        self.snapshot_frame: tuple[int, bytes] | None = None
         self.loop.add_reader(self.fd, self._on_readable)
         self._hello_timer = self.loop.call_later(HELLO_TIMEOUT, self.refuse, "no hello")
 
@@ -151,6 +158,8 @@ class _ClientConnection:
                     self.refuse("expected hello")
                     return
                 self._start(msg)
+            elif isinstance(msg, wire.SnapshotRequest):
+                self._request_snapshot(msg)
             else:
                 self.supervisor.apply(msg)
 
@@ -163,11 +172,35 @@ class _ClientConnection:
         self.pos = min(max(start, 0), sup.size)
         self.send(
             wire.Welcome(sup.spec.session_id, sup.backend.pid, sup.spec.tty, self.pos,
-                         sup.size).encode()
+                         sup.size, sup.screen is not None).encode()
         )  # fmt: skip
         self.task = self.loop.create_task(self._feed())
         sup.client_tasks.add(self.task)
         self.task.add_done_callback(sup.client_tasks.discard)
+
+    # -- snapshots
+    def _request_snapshot(self, req: wire.SnapshotRequest) -> None:
+        if self.send_limit is not None or self.pos is None:
+            return  # one at a time; the pending one answers
+        self.send_limit = self.supervisor.size
+        task = self.loop.create_task(self._make_snapshot(req))
+        self.supervisor.client_tasks.add(task)
+        task.add_done_callback(self.supervisor.client_tasks.discard)
+
+    async def _make_snapshot(self, req: wire.SnapshotRequest) -> None:
+        sup = self.supervisor
+        assert self.send_limit is not None
+        rows = req.rows or sup.pty_size[0]
+        cols = req.cols or sup.pty_size[1]
+        if sup.screen is None:  # a pipe session: nothing to redraw
+            mark, chunk, alt, title = self.send_limit, b"", False, ""
+        else:
+            mark = await sup.screen.catch_up(self.send_limit)
+            chunk = sup.screen.render(rows, cols)
+            alt, title = sup.screen.model.alt_mode is not None, sup.screen.model.title
+        self.send_limit = mark
+        self.snapshot_frame = (mark, wire.Snapshot(mark, rows, cols, alt, title, chunk).encode())
+        self.wake.set()
 
     # -- sending
     def send(self, data: bytes) -> None:
@@ -203,10 +236,12 @@ class _ClientConnection:
         sup = self.supervisor
         assert self.pos is not None
         while not self.closed and not self.send_failed:
+            limit = sup.size if self.send_limit is None else min(self.send_limit, sup.size)
             if not self.writable.is_set():
                 await self.writable.wait()
-            elif self.pos < sup.size:
+            elif self.pos < limit:
                 stream, end = sup.stream_run(self.pos)
+                end = min(end, limit)
                 data = os.pread(sup.read_fd, min(CHUNK, end - self.pos), self.pos)
                 if not data:  # the log is shorter than we think (truncated by hand?)
                     self.pos = sup.size
@@ -214,7 +249,11 @@ class _ClientConnection:
                 self.send(wire.Output(self.pos, stream, data).encode())
                 self.pos += len(data)
                 await asyncio.sleep(0)  # let the child's output and other clients in
-            elif sup.finished:
+            elif self.snapshot_frame is not None and self.pos >= self.snapshot_frame[0]:
+                self.send(self.snapshot_frame[1])
+                self.snapshot_frame = None
+                self.send_limit = None
+            elif sup.finished and self.send_limit is None:
                 assert sup.exit is not None
                 self.send(wire.Exit(*sup.exit, sup.size).encode())
                 await self._drain_then_close()
@@ -284,6 +323,12 @@ class Supervisor:
         self.client_tasks: set[asyncio.Task[None]] = set()
         self._terminating = False
         self._linger: asyncio.TimerHandle | None = None
+        #: The screen model of a PTY session, kept here so it outlives any kernel.
+        self.pty_size = spec.size
+        self.screen: ScreenFeeder | None = None
+        if spec.tty:
+            settings = ScreenSettings(scrollback_lines=spec.screen_scrollback_lines)
+            self.screen = ScreenFeeder(self.loop, spec.size[0], spec.size[1], settings)
 
     # -- OutputSink
     def on_output(self, stream: str, data: bytes) -> None:
@@ -306,6 +351,8 @@ class Supervisor:
                 break
             self.size += n
             view = view[n:]
+        if self.screen is not None:
+            self.screen.push(data, self.size)
         self._wake_clients()
 
     def _dropped(self, count: int, exc: OSError) -> None:
@@ -419,6 +466,9 @@ class Supervisor:
             if self.spec.tty and 1 <= msg.rows <= 10_000 and 1 <= msg.cols <= 10_000:
                 with contextlib.suppress(OSError):
                     self.backend.resize(msg.rows, msg.cols)
+                self.pty_size = (msg.rows, msg.cols)
+                if self.screen is not None:
+                    self.screen.resize(msg.rows, msg.cols, self.size)
         elif isinstance(msg, wire.Signal):
             if 0 < msg.signum < signal.NSIG:
                 self.backend.signal(msg.signum)

@@ -70,11 +70,14 @@ class Welcome(Message):
     tty: bool
     offset: int
     size: int
+    #: The supervisor keeps a screen model and answers :class:`SnapshotRequest`
+    #: (absent from supervisors that predate it: clients must not ask those).
+    screen: bool = False
 
     def payload(self) -> bytes:
         return _json(
             {"id": self.session_id, "pid": self.pid, "tty": self.tty,
-             "offset": self.offset, "size": self.size}
+             "offset": self.offset, "size": self.size, "screen": self.screen}
         )  # fmt: skip
 
 
@@ -170,6 +173,63 @@ class Terminate(Message):
         return _json({"grace": self.grace})
 
 
+@dataclass(frozen=True)
+class SnapshotRequest(Message):
+    """Client → supervisor: the screen for a fresh terminal of ``rows`` x ``cols``
+    (absent: the session's size). Answered by one :class:`Snapshot` in the output order."""
+
+    TYPE: ClassVar[int] = 11
+    rows: int | None = None
+    cols: int | None = None
+
+    def payload(self) -> bytes:
+        return _json({"rows": self.rows, "cols": self.cols})
+
+
+SNAPSHOT_HEADER = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Snapshot(Message):
+    """Supervisor → client: bytes that redraw the screen as the log up to ``offset``
+    left it. Sent right after the Output frames that end at ``offset``, so the next
+    Output frame continues it. Payload: ``json_length:u32be json chunk``."""
+
+    TYPE: ClassVar[int] = 12
+    offset: int
+    rows: int
+    cols: int
+    alternate_screen: bool
+    title: str
+    chunk: bytes
+
+    def payload(self) -> bytes:
+        head = _json({"offset": self.offset, "rows": self.rows, "cols": self.cols,
+                      "alternateScreen": self.alternate_screen, "title": self.title})  # fmt: skip
+        return SNAPSHOT_HEADER.pack(len(head)) + head + self.chunk
+
+
+def _size_field(obj: dict[str, Any], name: str) -> int | None:
+    value = _int(obj, name, optional=True)
+    if value is not None and not 1 <= value <= 10_000:
+        raise WireError(f"{name} must be between 1 and 10000")
+    return value  # type: ignore[no-any-return]
+
+
+def _decode_snapshot(payload: bytes) -> Snapshot:
+    if len(payload) < SNAPSHOT_HEADER.size:
+        raise WireError("short snapshot frame")
+    (length,) = SNAPSHOT_HEADER.unpack_from(payload)
+    end = SNAPSHOT_HEADER.size + length
+    if end > len(payload):
+        raise WireError("snapshot header longer than its frame")
+    obj = _obj(payload[SNAPSHOT_HEADER.size : end])
+    title = obj.get("title")
+    return Snapshot(_int(obj, "offset"), _int(obj, "rows"), _int(obj, "cols"),
+                    bool(obj.get("alternateScreen")), title if isinstance(title, str) else "",
+                    payload[end:])  # fmt: skip
+
+
 def _obj(payload: bytes) -> dict[str, Any]:
     try:
         value = json.loads(payload)
@@ -197,7 +257,8 @@ def decode(kind: int, payload: bytes) -> Message:
     if kind == Welcome.TYPE:
         obj = _obj(payload)
         return Welcome(str(obj["id"]), _int(obj, "pid"), bool(obj["tty"]),
-                       _int(obj, "offset"), _int(obj, "size"))  # fmt: skip
+                       _int(obj, "offset"), _int(obj, "size"),
+                       obj.get("screen") is True)  # fmt: skip
     if kind == Output.TYPE:
         if len(payload) < OUTPUT_HEADER.size:
             raise WireError("short output frame")
@@ -223,6 +284,11 @@ def decode(kind: int, payload: bytes) -> Message:
         if not isinstance(grace, (int, float)) or isinstance(grace, bool) or not 0 <= grace <= 3600:
             raise WireError("grace must be a number of seconds between 0 and 3600")
         return Terminate(float(grace))
+    if kind == SnapshotRequest.TYPE:
+        obj = _obj(payload)
+        return SnapshotRequest(_size_field(obj, "rows"), _size_field(obj, "cols"))
+    if kind == Snapshot.TYPE:
+        return _decode_snapshot(payload)
     if kind == Error.TYPE:
         return Error(str(_obj(payload).get("message", "")))
     raise WireError(f"unknown frame type {kind}")

@@ -64,7 +64,8 @@ EVENTS = frozenset({"process/output", "process/exited", "process/closed"})
 #: (``process/write`` is among them because the relay gives every write a writeId.)
 REPEATABLE = frozenset({
     "initialize", "process/read", "process/write", "process/list", "process/subscribe",
-    "process/unsubscribe", "process/resize", "process/ack", "session/list", "session/logs",
+    "process/unsubscribe", "process/resize", "process/ack", "process/snapshot", "session/list",
+    "session/logs",
 })  # fmt: skip
 
 
