@@ -4,10 +4,14 @@ TTY session's terminal showed (``--raw``: the bytes as logged)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
+import pytest
 from kernel_helpers import blocking_client, start_kernel
-from sessions_helpers import CLI, run_cli, session_env
+from screen_programs import VIM_REDRAWS, long_file, vim_argv
+from sessions_helpers import CLI, REPO, run_cli, session_env
 from waiting import scaled, wait_until
 
 from codex_exec_kernel.sessions.api import SessionManager
@@ -21,6 +25,12 @@ DRAWING = (
 )
 #: What a terminal shows of it.
 SHOWN = "step 3 done\nkept\nred end\n"
+
+
+def create_session(home: str, *args: str) -> str:
+    result = run_cli(home, "create", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def _drawn_session(home: str, manager: SessionManager, sid: str) -> None:
@@ -64,3 +74,43 @@ def test_percent_logs_plain_and_raw(manager: SessionManager, session_home: str) 
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None or shutil.which("vim") is None,
+                    reason="needs tmux and vim (make test installs them with apt-get)")  # fmt: skip
+def test_cli_attach_shows_a_full_screen_program_at_once(manager: SessionManager,
+                                                       session_home: str, tmp_path: Path
+                                                       ) -> None:  # fmt: skip
+    path = long_file(tmp_path)
+    sid = create_session(session_home, "--tty", "--size", "30x90", "--env", "TERM=xterm-256color",
+                         "--", *vim_argv(path, VIM_REDRAWS))  # fmt: skip
+    wait_until(lambda: manager.get(sid).output_bytes > 256 * 1024, timeout=60,
+               message="vim's redraws")  # fmt: skip
+    socket_name = f"cxsnap{os.getpid()}"
+    tmux = ["tmux", "-L", socket_name, "-f", "/dev/null"]
+    env = session_env(session_home)
+    command = " ".join(CLI) + f" attach {sid}; echo ATTACH-RC=$?; exec sleep 300"
+    # The pane has the session's size: what it shows comes from the snapshot alone
+    # (no SIGWINCH, so vim does not redraw).
+    subprocess.run([*tmux, "new-session", "-d", "-x", "90", "-y", "30", "-c", str(REPO),
+                    command], env={**env, "TERM": "xterm-256color"}, check=True)  # fmt: skip
+
+    def pane(what: str = "") -> str:
+        args = ["display", "-p", what] if what else ["capture-pane", "-p"]
+        return subprocess.run([*tmux, *args], capture_output=True, text=True, env=env).stdout
+
+    try:
+        wait_until(lambda: "line 29 of the long file" in pane(), timeout=30,
+                   message="vim's screen in the pane")  # fmt: skip
+        rows = pane().splitlines()
+        assert rows[0].startswith("line 1 of the long file"), pane()
+        assert pane("#{alternate_on}").strip() == "1", "not on the alternate screen"
+        subprocess.run([*tmux, "send-keys", ":echo 'tmux-' . (6*7)", "Enter"], env=env,
+                       check=True)  # fmt: skip
+        wait_until(lambda: "tmux-42" in pane(), message="vim's answer")
+        subprocess.run([*tmux, "send-keys", ":q", "Enter"], env=env, check=True)
+        wait_until(lambda: "ATTACH-RC=0" in pane(), message="the end of the session")
+        assert "exited with code 0" in pane()
+        assert pane("#{alternate_on}").strip() == "0"
+    finally:
+        subprocess.run([*tmux, "kill-server"], env=env, capture_output=True)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from commands import CODEX_EXEC
 from conftest import ROOT, LabServer, ms, new_lab, start_lab, stop
+from screen_programs import VIM_REDRAWS, long_file, vim_argv
 from screen_ref import differences, reference, text
 from waiting import scaled, wait_until
 
@@ -182,12 +183,6 @@ def slab(browser: Any, snapshot_server: LabServer) -> Iterator[Any]:
     context.close()
 
 
-def long_file(root: Path) -> Path:
-    path = root / f"long-{uuid.uuid4().hex[:6]}.txt"
-    path.write_text("".join(f"line {i} of the long file\n" for i in range(1, 3001)))
-    return path
-
-
 def wait_saved(lab: Any, process_id: str) -> None:
     """Until the server's workspace holds the panel (the restorer saves asynchronously)."""
     saved = lab.page.evaluate(
@@ -214,7 +209,7 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     first_retained = lab.page.evaluate(RECORDER, wid)
     assert first_retained == 1, "the shell's first output is needed for the reference"
     process_id = lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid)
-    lab.type(wid, f"vim -N -u NONE -i NONE {path}\n")
+    lab.type(wid, shlex.join(vim_argv(path)) + "\n")
     wait_screen(lab, wid, "line 1 of the long file", "alternate")
     # Page down until the bytes that drew the first screen are evicted.
     for page in range(1, 40):
@@ -270,14 +265,10 @@ def test_sidebar_attach_shows_a_sessions_vim_screen(slab: Any, snapshot_server: 
     lab.wait_prompt(wid)
     kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid)
     session_id = f"vim-{uuid.uuid4().hex[:6]}"
-    # vim redraws its whole screen 400 times before it waits for keys: far more than the
-    # kernel replays of a session's log (its last 64 KiB), so a raw replay would start
-    # after the switch to the alternate screen.
-    redraws = 'for i in range(200) | exe "normal! G" | redraw! | exe "normal! gg" | redraw! | endfor'
     subprocess.run(
         [CODEX_EXEC, "session", "create", "--id", session_id, "--tty", "--size", "30x90",
          "--env", "TERM=xterm-256color", "--",
-         "vim", "-N", "-u", "NONE", "-i", "NONE", "-c", redraws, str(path)],
+         *vim_argv(path, VIM_REDRAWS)],
         env=snapshot_server.env, cwd=ROOT, check=True, timeout=scaled(60),
     )  # fmt: skip
     wait_until(lambda: log_size(snapshot_server.env, session_id) > 256 * 1024,
