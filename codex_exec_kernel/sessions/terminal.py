@@ -147,6 +147,8 @@ async def attach_terminal(
 
     handlers: list[int] = []
     size = _terminal_size(stdout_fd) or _terminal_size(stdin_fd)
+    if size is not None and 0 in size:
+        size = None  # a terminal that has no size yet (0x0): the session's own
     # Start from the session's screen (before the resize below: the program then
     # redraws for our size), unless a replay from an offset was asked for.
     gate = SnapshotGate(client, *(size or (None, None))) if from_offset is None else None
