@@ -114,3 +114,39 @@ def test_cli_attach_shows_a_full_screen_program_at_once(manager: SessionManager,
         assert pane("#{alternate_on}").strip() == "0"
     finally:
         subprocess.run([*tmux, "kill-server"], env=env, capture_output=True)
+
+
+def test_percent_attach_shows_the_screen_at_once(manager: SessionManager, session_home: str,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    path = long_file(tmp_path)
+    sid = create_session(session_home, "--tty", "--size", "30x90", "--env", "TERM=xterm-256color",
+                         "--", *vim_argv(path, VIM_REDRAWS))  # fmt: skip
+    wait_until(lambda: manager.get(sid).output_bytes > 256 * 1024, timeout=60,
+               message="vim's redraws")  # fmt: skip
+    km = start_kernel(env=dict(os.environ, CODEX_EXEC_HOME=session_home))
+    kc = blocking_client(km)
+    try:
+        msg_id = kc.execute(f"%attach {sid}")
+        shown: list[str] = []
+        while not shown:
+            msg = kc.get_iopub_msg(timeout=scaled(30))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            assert msg["msg_type"] not in ("stream", "error"), msg["content"]
+            if msg["msg_type"] in ("display_data", "update_display_data"):
+                shown.append(msg["content"]["data"]["text/plain"])
+        # The first display is vim's whole screen, from the top of the file.
+        lines = shown[0].splitlines()
+        assert lines[0] == "line 1 of the long file", shown[0]
+        assert lines[28] == "line 29 of the long file", shown[0]
+        # Interrupt (the stop button) detaches; the session keeps running.
+        km.interrupt_kernel()
+        said = ""
+        while "[detached from" not in said:
+            msg = kc.get_iopub_msg(timeout=scaled(30))
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                said += msg["content"]["text"]
+        assert manager.get(sid).status == "running"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
