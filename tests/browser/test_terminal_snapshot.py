@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,11 @@ from screen_programs import VIM_REDRAWS, long_file, vim_argv
 from screen_ref import differences, reference, text
 from waiting import scaled, wait_until
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("vim") is None,
+                       reason="needs vim (make test installs it with apt-get)"),
+]
 
 #: Output the kernel keeps per process: a few vim screens.
 RETAINED = 16 * 1024
