@@ -105,6 +105,19 @@ export class ProcessTerminalAddon implements ITerminalAddon {
   }
 
   /**
+   * {@link bindFromScreen}, then subscribe after the snapshot's seq. A process
+   * that ended before the snapshot has its end read back, so the host hears of it.
+   */
+  async subscribeFromScreen(conn: ExecConnection, processId: string): Promise<ProcessStream> {
+    const { stream, snapshot } = await this.bindFromScreen(conn, processId);
+    await stream.subscribe();
+    if (snapshot && (snapshot.exited || snapshot.closed)) {
+      await stream.refill();
+    }
+    return stream;
+  }
+
+  /**
    * The bound process runs and is subscribed: send its size, then the input
    * typed meanwhile. `startedAt`: the size it was started with (sent again
    * only if the terminal changed since).

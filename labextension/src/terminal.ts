@@ -292,19 +292,10 @@ export class KernelTerminal extends Widget {
   private async _attach(conn: ExecConnection, afterSeq: number): Promise<void> {
     const processId = this._state.processId!;
     try {
-      let ended = false;
-      let stream;
       if (afterSeq === 0) {
-        const started = await this._process.bindFromScreen(conn, processId);
-        stream = started.stream;
-        ended = !!started.snapshot && (started.snapshot.exited || started.snapshot.closed);
+        await this._process.subscribeFromScreen(conn, processId);
       } else {
-        stream = this._process.bind(conn, processId, afterSeq);
-      }
-      await stream.subscribe();
-      if (ended) {
-        // The end may be part of the snapshot's seq: read it to say so.
-        await stream.refill();
+        await this._process.bind(conn, processId, afterSeq).subscribe();
       }
     } catch (err) {
       if (err instanceof RpcError && err.code === ErrorCode.invalidRequest) {

@@ -12,11 +12,18 @@ import { Terminal } from '@xterm/headless';
 
 import { IProcessAddonHost, ProcessTerminalAddon } from '../src/addon';
 import { ExecConnection } from '../src/connection';
+import { ISize } from '../src/protocol';
 import { openConnection, waitFor } from './stdiokernel';
 
 class Host implements IProcessAddonHost {
-  exited(): void {}
-  closed(): void {}
+  exit: [number | null, string | null] | null = null;
+  isClosed = false;
+  exited(exitCode: number | null, signal: string | null): void {
+    this.exit = [exitCode, signal];
+  }
+  closed(): void {
+    this.isClosed = true;
+  }
   endedInput(): void {}
 }
 
@@ -47,17 +54,22 @@ function written(term: Terminal): Promise<void> {
 }
 
 /** A terminal with the addon, as the panel makes one. */
-function viewer(): { term: Terminal; addon: ProcessTerminalAddon } {
-  const term = new Terminal({ cols: 80, rows: 24, allowProposedApi: true });
-  const addon = new ProcessTerminalAddon(new Host());
+function viewer(rows = 24, cols = 80): { term: Terminal; addon: ProcessTerminalAddon; host: Host } {
+  const term = new Terminal({ cols, rows, allowProposedApi: true });
+  const host = new Host();
+  const addon = new ProcessTerminalAddon(host);
   term.loadAddon(addon);
-  return { term, addon };
+  return { term, addon, host };
 }
 
-async function attachViewer(conn: ExecConnection, processId: string): Promise<ReturnType<typeof viewer>> {
-  const v = viewer();
-  const { stream } = await v.addon.bindFromScreen(conn, processId);
-  await stream.subscribe();
+async function attachViewer(
+  conn: ExecConnection,
+  processId: string,
+  rows = 24,
+  cols = 80
+): Promise<ReturnType<typeof viewer>> {
+  const v = viewer(rows, cols);
+  await v.addon.subscribeFromScreen(conn, processId);
   v.addon.live();
   return v;
 }
@@ -121,6 +133,68 @@ test('a process without a snapshot (not a tty) is replayed from the start', asyn
     await waitFor(() => cells(probe.term).includes('pipe-two'), 'the replay');
     assert.ok(comm.sent.some(m => m.method === 'process/snapshot'));
     probe.term.dispose();
+  } finally {
+    await kernel.shutdown();
+  }
+});
+
+test('a viewer of another size gets the screen at its size, then the program redraws for it', async () => {
+  const { kernel, comm, conn } = await openConnection();
+  try {
+    const size = { rows: 24, cols: 80 };
+    // Redraws its frame (its size in the last row) on every SIGWINCH.
+    const script =
+      "draw() { printf '\\033[?1049h\\033[2J\\033[Htop row'; set -- $(stty size); " +
+      "printf '\\033[%d;1Hsize %s' $1 \"$1x$2\"; }; trap draw WINCH; draw; " +
+      'while :; do sleep 0.05; done';
+    await conn.request('process/start', { processId: 'w', argv: ['bash', '-c', script], tty: true, size });
+    const reads = async () => (await conn.request<{ chunks: unknown[] }>('process/read', { processId: 'w' })).chunks;
+    for (let i = 0; (await reads()).length === 0 && i < 500; i++) {
+      await new Promise(resolve => setTimeout(resolve, 10));
+    }
+    const wide = await attachViewer(conn, 'w', 30, 100);
+    try {
+      const asked = comm.sent.find(m => m.method === 'process/snapshot')!;
+      assert.deepEqual([(asked.params as ISize).rows, (asked.params as ISize).cols], [30, 100]);
+      const methods = comm.sent.map(m => m.method);
+      assert.ok(methods.lastIndexOf('process/resize') > methods.indexOf('process/subscribe'), methods.join(' '));
+      await waitFor(() => cells(wide.term).includes('size 30x100'), 'the redraw at the viewer\'s size');
+      const lines = cells(wide.term).split('\n');
+      assert.equal(wide.term.buffer.active.type, 'alternate');
+      assert.ok(lines[lines.length - 1].startsWith('size 30x100'), lines.join('\n'));
+    } finally {
+      wide.term.dispose();
+    }
+  } finally {
+    await kernel.shutdown();
+  }
+});
+
+test('a viewer of a process that has ended gets its last screen and the end', async () => {
+  const { kernel, conn } = await openConnection();
+  try {
+    await conn.request('process/start', {
+      processId: 'done',
+      argv: ['sh', '-c', "printf 'last words\\r\\n'; exit 3"],
+      tty: true,
+      size: { rows: 24, cols: 80 }
+    });
+    for (let i = 0; i < 500; i++) {
+      const list = await conn.request<{ processes: { processId: string; closed: boolean }[] }>('process/list');
+      if (list.processes.some(p => p.processId === 'done' && p.closed)) {
+        break;
+      }
+      await new Promise(resolve => setTimeout(resolve, 10));
+    }
+    const late = await attachViewer(conn, 'done');
+    try {
+      await waitFor(() => late.host.isClosed, 'the close');
+      assert.deepEqual(late.host.exit, [3, null]);
+      await written(late.term);
+      assert.ok(cells(late.term).includes('last words'));
+    } finally {
+      late.term.dispose();
+    }
   } finally {
     await kernel.shutdown();
   }
