@@ -250,6 +250,15 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     assert not diffs, "\n".join(diffs) + "\n--- shown:\n" + text(got) + "\n--- want:\n" + text(want)
     assert "no longer retained" not in lab.text(wid2)
 
+    # A second viewer of the same process (the sidebar's Open) starts from it too.
+    kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid2)
+    wid3 = lab.open_terminal({"kernelId": kernel_id, "processId": process_id})
+    assert term_size(lab, wid3) == (rows, cols, scrollback), "the second panel's size differs"
+    wait_screen(lab, wid3, "before-42", "alternate")
+    diffs = differences(page_state(lab, wid3), want)
+    assert not diffs, "second viewer:\n" + "\n".join(diffs)
+    lab.page.evaluate("(id) => window.__kt.widget(id).close()", wid3)
+
     # Keystrokes go to vim; what it prints after the snapshot appears once, in order.
     lab.type(wid2, ":echo 'after-' . (6*7)\n")
     wait_screen(lab, wid2, "after-42", "alternate")
