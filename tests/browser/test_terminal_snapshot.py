@@ -3,7 +3,7 @@ screen snapshot (issue 14), in a real JupyterLab (headless Chromium).
 
 The kernel keeps only a few KiB of output per process here (``ExecService.retained_bytes``
 in the kernel's config), so the bytes that switched to the alternate screen and drew the
-first screen of ``vim`` are evicted before the reload: a raw replay cannot redraw it. The
+first screen of ``vim`` or ``less`` are evicted before the reload: a raw replay cannot redraw it. The
 restored panel's xterm must equal, cell by cell, a reference xterm (@xterm/headless,
 tests/xterm_ref) fed every byte the process wrote since it started, recorded in the page.
 """
@@ -16,7 +16,9 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,7 +208,29 @@ def wait_saved(lab: Any, process_id: str) -> None:
     assert saved, "the workspace never recorded the terminal"
 
 
-def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabServer) -> None:
+@dataclass(frozen=True)
+class Program:
+    """A full-screen program, keys that leave a known screen, and how to quit it."""
+
+    name: str
+    argv: Callable[[Path], list[str]]
+    mark: tuple[str, str]  # keys, then a text on the screen they leave
+    after: tuple[str, str]
+    quit: str
+
+
+PROGRAMS = [
+    Program("vim", lambda path: vim_argv(path), (":echo 'before-' . (6*7)\n", "before-42"),
+            (":echo 'after-' . (6*7)\n", "after-42"), ":q\n"),
+    Program("less", lambda path: ["env", "LESS=", "less", str(path)],
+            ("1000g", "line 1000 of the long file"), ("2000g", "line 2000 of the long file"),
+            "q"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.name)
+def test_reload_shows_the_exact_screen(slab: Any, snapshot_server: LabServer,
+                                       program: Program) -> None:  # fmt: skip
     lab = slab
     path = long_file(snapshot_server.root)
     wid = lab.open_terminal()
@@ -214,20 +238,19 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     first_retained = lab.page.evaluate(RECORDER, wid)
     assert first_retained == 1, "the shell's first output is needed for the reference"
     process_id = lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid)
-    lab.type(wid, shlex.join(vim_argv(path)) + "\n")
+    lab.type(wid, shlex.join(program.argv(path)) + "\n")
     wait_screen(lab, wid, "line 1 of the long file", "alternate")
     # Page down until the bytes that drew the first screen are evicted.
-    for page in range(1, 40):
+    for page in range(1, 80):
         lab.page.keyboard.press("Control+f")
         shown = lab.page.evaluate(RETAINS_ALT_SWITCH, wid)
         if not shown["retainsSwitch"] and page >= 4:
             break
     else:
         pytest.fail(f"retention never evicted the alternate-screen switch: {shown}")
-    # A last page with a mark typed into vim's command line: the screen settles on it.
-    lab.page.keyboard.press("Control+f")
-    lab.type(wid, ":echo 'before-' . (6*7)\n")
-    wait_screen(lab, wid, "before-42", "alternate")
+    # Keys that leave a known screen: it settles on it.
+    lab.type(wid, program.mark[0])
+    wait_screen(lab, wid, program.mark[1], "alternate")
     before = page_state(lab, wid)
     rows, cols, scrollback = term_size(lab, wid)
     recorded = lab.page.evaluate(RECORDED)
@@ -244,7 +267,7 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
     assert lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid2) == process_id
     assert term_size(lab, wid2) == (rows, cols, scrollback)
-    wait_screen(lab, wid2, "before-42", "alternate")
+    wait_screen(lab, wid2, program.mark[1], "alternate")
     got = page_state(lab, wid2)
     diffs = differences(got, want)
     assert not diffs, "\n".join(diffs) + "\n--- shown:\n" + text(got) + "\n--- want:\n" + text(want)
@@ -254,15 +277,16 @@ def test_reload_in_vim_shows_the_exact_screen(slab: Any, snapshot_server: LabSer
     kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid2)
     wid3 = lab.open_terminal({"kernelId": kernel_id, "processId": process_id})
     assert term_size(lab, wid3) == (rows, cols, scrollback), "the second panel's size differs"
-    wait_screen(lab, wid3, "before-42", "alternate")
+    wait_screen(lab, wid3, program.mark[1], "alternate")
     diffs = differences(page_state(lab, wid3), want)
     assert not diffs, "second viewer:\n" + "\n".join(diffs)
     lab.page.evaluate("(id) => window.__kt.widget(id).close()", wid3)
 
-    # Keystrokes go to vim; what it prints after the snapshot appears once, in order.
-    lab.type(wid2, ":echo 'after-' . (6*7)\n")
-    wait_screen(lab, wid2, "after-42", "alternate")
-    lab.type(wid2, ":q\n")
+    # Keystrokes go to the program; what it prints after the snapshot appears once,
+    # in order.
+    lab.type(wid2, program.after[0])
+    wait_screen(lab, wid2, program.after[1], "alternate")
+    lab.type(wid2, program.quit)
     wait_screen(lab, wid2, "", "normal")
     lab.type(wid2, "for i in 1 2 3; do echo order-$i; done\n")
     lab.wait_for_text(wid2, "order-3", last=True)
