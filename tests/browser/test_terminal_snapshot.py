@@ -3,9 +3,10 @@ screen snapshot (issue 14), in a real JupyterLab (headless Chromium).
 
 The kernel keeps only a few KiB of output per process here (``ExecService.retained_bytes``
 in the kernel's config), so the bytes that switched to the alternate screen and drew the
-first screen of ``vim`` or ``less`` are evicted before the reload: a raw replay cannot redraw it. The
-restored panel's xterm must equal, cell by cell, a reference xterm (@xterm/headless,
-tests/xterm_ref) fed every byte the process wrote since it started, recorded in the page.
+first screen of ``vim`` or ``less`` are evicted before the reload: a raw replay cannot
+redraw it. The restored panel's xterm must equal, cell by cell, a reference xterm
+(@xterm/headless, tests/xterm_ref) fed every byte the process wrote since it started,
+recorded in the page.
 """
 
 from __future__ import annotations
