@@ -68,6 +68,15 @@ def test_percent_logs_plain_and_raw(manager: SessionManager, session_home: str) 
             return "".join(out)
 
         assert shown("%logs drawn-nb") == SHOWN
+        # %attach of the ended TTY session: its log rendered, then how it ended.
+        attached: list[dict] = []
+        kc.execute_interactive("%attach drawn-nb", timeout=scaled(30),
+                               output_hook=lambda m: attached.append(m))  # fmt: skip
+        texts = [m["content"]["data"]["text/plain"] for m in attached
+                 if m["msg_type"] in ("display_data", "update_display_data")]  # fmt: skip
+        assert texts and "step 3 done\nkept\n" in texts[-1] and "step 1" not in texts[-1]
+        said = "".join(m["content"].get("text", "") for m in attached if m["msg_type"] == "stream")
+        assert "[session drawn-nb exited, exit code 0]" in said
         assert shown("%logs drawn-nb --tail 1") == "red end\n"
         raw = shown("%logs drawn-nb --raw")
         assert "step 1\rstep 2\r" in raw and "\x1b[31mred" in raw

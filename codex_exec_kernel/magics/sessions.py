@@ -24,7 +24,6 @@ from ..sessions.config import SessionConfig
 from ..sessions.logtext import last_lines, log_chunks, log_text
 from ..sessions.screenstart import fetch_snapshot_blocking, visible_part
 from ..sessions.store import SessionError
-from ..sessions.wire import Snapshot
 from ..showtext import when_text
 from .display import TtyDisplay
 from .exec_magics import ExecMagics
@@ -106,8 +105,8 @@ ATTACH = _parser("%attach", "Follow a background session's output here until it 
                  "interrupt (the stop button) detaches and leaves it running.")  # fmt: skip
 ATTACH.add_argument("selector", metavar="SEL", help="index (0 = newest), id or unique prefix")
 ATTACH.add_argument("--from-start", action="store_true",
-                    help="show the whole log first (a TTY session otherwise starts from "
-                    "its screen)")  # fmt: skip
+                    help="show the whole log first (a running TTY session otherwise "
+                    "starts from its screen)")  # fmt: skip
 LOGS = _parser("%logs", "Show a background session's log.")
 LOGS.add_argument("selector", metavar="SEL")
 LOGS.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
@@ -143,15 +142,19 @@ class SessionMagics(Magics):
         manager = _manager(self)
         try:
             info = manager.resolve(args.selector)
-            snapshot = None
-            if info.meta.tty and info.status == "running" and not args.from_start:
-                snapshot = fetch_snapshot_blocking(manager, info.id)
+            size = manager.read_log(info.id, 0, 0).size
+            offset = 0 if args.from_start else max(0, size - 64 * 1024)
             try:
-                if snapshot is not None:
-                    self._follow_screen(manager, info.id, snapshot)
+                if info.meta.tty:
+                    snapshot = None
+                    if info.status == "running" and not args.from_start:
+                        snapshot = fetch_snapshot_blocking(manager, info.id)
+                    if snapshot is not None:  # its screen, then the log after it
+                        start, offset, rows = visible_part(snapshot), snapshot.offset, snapshot.rows
+                    else:  # no screen model (ended, an older supervisor): the log
+                        start, rows = b"", info.meta.size[0]
+                    self._follow_screen(manager, info.id, start, offset, rows)
                 else:
-                    size = manager.read_log(info.id, 0, 0).size
-                    offset = 0 if args.from_start else max(0, size - 64 * 1024)
                     out = sys.stdout
                     for chunk in manager.follow(info.id, offset):
                         out.write(chunk.data.decode("utf-8", "replace"))
@@ -165,19 +168,20 @@ class SessionMagics(Magics):
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None
 
-    def _follow_screen(self, manager: SessionManager, session_id: str,
-                       snapshot: Snapshot) -> None:  # fmt: skip
-        """A TTY session as ``%exec --tty`` shows a command: its screen at once (the
-        supervisor's snapshot), then the log after it, in one display updated in place."""
+    def _follow_screen(self, manager: SessionManager, session_id: str, start: bytes,
+                       offset: int, rows: int) -> None:  # fmt: skip
+        """A TTY session as ``%exec --tty`` shows a command, in one display updated in
+        place: ``start`` (its screen, from the supervisor's snapshot), then the log from
+        ``offset`` until the session ends."""
         exec_magics = self.shell.magics_manager.registry.get("ExecMagics")
         screen = TtyDisplay(
             getattr(exec_magics, "max_output_bytes", ExecMagics.max_output_bytes.default_value),
-            snapshot.rows,
+            rows,
             getattr(exec_magics, "tty_refresh", ExecMagics.tty_refresh.default_value),
         )  # fmt: skip
         screen.process_id = f"session:{session_id}"
-        screen.write("pty", visible_part(snapshot))
-        offset = snapshot.offset
+        if start:
+            screen.write("pty", start)
         try:
             while True:
                 chunk = manager.read_log_raw(session_id, offset)
