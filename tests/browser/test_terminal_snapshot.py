@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from commands import CODEX_EXEC
-from conftest import ROOT, LabServer, ms, new_lab, start_lab, stop
+from conftest import RESULTS_DIR, ROOT, LabServer, ms, new_lab, start_lab, stop
 from screen_programs import VIM_REDRAWS, long_file, vim_argv
 from screen_ref import differences, reference, text
 from waiting import scaled, wait_until
@@ -209,6 +209,45 @@ def wait_saved(lab: Any, process_id: str) -> None:
     assert saved, "the workspace never recorded the terminal"
 
 
+#: Times, in the page, ``process/snapshot`` (what a panel now asks) and ``process/read``
+#: from seq 0 (the raw replay it asked before) of the same process; median of 20 each.
+ROUND_TRIPS = """async (id) => {
+    const w = window.__kt.widget(id), conn = w._link.connection, t = w.terminal;
+    const size = (chunk, buffers) => typeof chunk === 'string' ? atob(chunk).length
+        : (buffers?.[chunk.buffer]?.byteLength ?? 0);
+    const median = xs => xs.sort((a, b) => a - b)[xs.length >> 1];
+    const out = {};
+    for (const [name, method, params] of [
+        ['snapshot', 'process/snapshot', {processId: w.processId, rows: t.rows, cols: t.cols}],
+        ['replay', 'process/read', {processId: w.processId, afterSeq: 0, maxBytes: 1 << 20}]]) {
+      const ms = [];
+      let bytes = 0;
+      for (let i = 0; i < 20; i++) {
+        const t0 = performance.now();
+        const r = await conn.request(method, params);
+        ms.push(performance.now() - t0);
+        bytes = method === 'process/read'
+          ? r.chunks.reduce((n, c) => n + size(c.chunk, r.__buffers__), 0)
+          : size(r.chunk, r.__buffers__);
+      }
+      out[name] = {medianMs: median(ms), bytes};
+    }
+    return out;
+}"""
+
+
+def measure(lab: Any, wid: str, name: str) -> None:
+    """Record what a reattach costs now (snapshot) and before (replay): figures, not
+    asserts (benchmarks/results/browser-snapshot.json with ``make bench``)."""
+    figures = lab.page.evaluate(ROUND_TRIPS, wid)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / "browser-snapshot.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[name] = {**figures, "retainedBytes": RETAINED, "size": term_size(lab, wid)[:2]}
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{name}: snapshot {figures['snapshot']}; replay {figures['replay']}")
+
+
 @dataclass(frozen=True)
 class Program:
     """A full-screen program, keys that leave a known screen, and how to quit it."""
@@ -273,6 +312,8 @@ def test_reload_shows_the_exact_screen(slab: Any, snapshot_server: LabServer,
     diffs = differences(got, want)
     assert not diffs, "\n".join(diffs) + "\n--- shown:\n" + text(got) + "\n--- want:\n" + text(want)
     assert "no longer retained" not in lab.text(wid2)
+
+    measure(lab, wid2, program.name)
 
     # A second viewer of the same process (the sidebar's Open) starts from it too.
     kernel_id = lab.page.evaluate("(id) => window.__kt.widget(id).kernelId", wid2)
