@@ -201,12 +201,9 @@ class ManagedProcess:
         else:
             rows = rows or self.pty_size[0]
             cols = cols or self.pty_size[1]
-            seq = await self.screen.catch_up(self.cut())
+            seq, chunk = await self.screen.snapshot(self.cut(), rows, cols)
             model = self.screen.model
-            snap = ScreenSnapshot(
-                self.screen.render(rows, cols), rows, cols, model.alt_mode is not None,
-                model.title,
-            )  # fmt: skip
+            snap = ScreenSnapshot(chunk, rows, cols, model.alt_mode is not None, model.title)
         return {
             "processId": self.process_id,
             "seq": seq,

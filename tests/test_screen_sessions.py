@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from screen_ref import reference
+from screen_ref import reference as xterm_reference
 from sessions_helpers import REPO, session_env
 from stdio_client import StdioClient
 from test_screen_snapshot import ALT_SCRIPT, assert_same, continued, outputs, resubscribe
@@ -25,8 +25,19 @@ SID = "screen"
 PID = f"session:{SID}"
 
 
+#: SessionConfig.screen_scrollback_lines, passed: the script prints 61 lines before its
+#: alternate screen.
+SCROLLBACK = 20
+
+
 def serve(home: str) -> StdioClient:
-    return StdioClient("--ProcessTable.retained_bytes=4096", env=session_env(home), cwd=str(REPO))
+    return StdioClient("--ProcessTable.retained_bytes=4096",
+                       f"--SessionConfig.screen_scrollback_lines={SCROLLBACK}",
+                       env=session_env(home), cwd=str(REPO))  # fmt: skip
+
+
+def reference(rows: int, cols: int, steps: list[bytes]) -> dict[str, Any]:
+    return xterm_reference(rows, cols, list(steps), scrollback=SCROLLBACK)
 
 
 def whole_log(home: str) -> bytes:
@@ -48,6 +59,7 @@ def test_session_snapshot_from_the_supervisor_outlives_the_kernel(session_home: 
         first.wait_output(PID, lambda d: b"frame 300" in d and d.endswith(b"xy"), timeout=30)
         snap, chunk = snapshot(first)
         assert snap["alternateScreen"] is True and snap["title"] == "the title"
+        assert xterm_reference(ROWS, COLS, [chunk])["buffers"]["normal"]["length"] == 20 + ROWS
         upto = b"".join(d for s, d in outputs(first, PID) if s <= snap["seq"])
         assert_same(reference(ROWS, COLS, [chunk]), reference(ROWS, COLS, [upto]))
     finally:

@@ -227,3 +227,43 @@ def test_not_a_tty_and_unknown_process(client: StdioClient) -> None:
     assert reply["error"]["code"] == -32602
     client.request("process/closeStdin", {"processId": pid})
     client.wait_closed(pid)
+
+
+def test_scrollback_limit(make_server: Any) -> None:
+    """ProcessTable.screen_scrollback_lines (50 here): 300 lines keep the newest 50."""
+    client = make_server("--ProcessTable.screen_scrollback_lines=50")
+    pid = start(client, ["bash", "-c", "for i in $(seq 1 300); do echo \"row $i\"; done; sleep 60"])
+    client.wait_output(pid, lambda d: b"row 300" in d, timeout=20)
+    snap = client.request("process/snapshot", {"processId": pid})
+    chunk = base64.b64decode(snap["chunk"])
+    got = reference(ROWS, COLS, [chunk])
+    assert got["buffers"]["normal"]["length"] == 50 + ROWS
+    whole = b"".join(d for s, d in outputs(client, pid) if s <= snap["seq"])
+    assert_same(got, reference(ROWS, COLS, [whole], scrollback=50))
+    client.request("process/terminate", {"processId": pid})
+
+
+FLOOD_SCRIPT = r"""
+printf '\033[?1049h\033[?1h\033[?2004h\033]2;flooding\007'
+seq 1 300000
+printf '\033[?1h\033[Hdone\n'
+sleep 60
+"""
+
+
+def test_flood_past_the_backlog_keeps_modes_and_screen(make_server: Any) -> None:
+    """ProcessTable.screen_backlog_bytes (64 KiB here) passed ~30 times by a 2 MB flood:
+    the model skips (rebuilt from the newest screen_rebuild_bytes), the modes set before
+    the flood are kept, and the visible screen is still the reference's."""
+    client = make_server("--ProcessTable.screen_backlog_bytes=65536",
+                         "--ProcessTable.screen_rebuild_bytes=8192")  # fmt: skip
+    pid = start(client, ["bash", "-c", FLOOD_SCRIPT])
+    client.wait_output(pid, lambda d: b"done" in d, timeout=60)
+    snap = client.request("process/snapshot", {"processId": pid})
+    assert snap["alternateScreen"] is True and snap["title"] == "flooding"
+    chunk = base64.b64decode(snap["chunk"])
+    whole = b"".join(d for s, d in outputs(client, pid) if s <= snap["seq"])
+    got, want = reference(ROWS, COLS, [chunk]), reference(ROWS, COLS, [whole])
+    assert got["modes"] == want["modes"] and got["modes"]["applicationCursorKeysMode"]
+    assert_same(got, want, viewport_only=True)
+    client.request("process/terminate", {"processId": pid})

@@ -6,9 +6,11 @@ as it arrives would cut throughput and delay echoes, so the model is fed lazily:
 * output is queued by reference (the same ``bytes`` the process table retains), with
   a ``mark`` (the entry's seq, or the supervisor's log offset) and resizes in order;
 * it is fed in small pieces when output pauses (``quiet_seconds`` after the last
-  push), in slices of ``slice_seconds`` using at most ``duty`` of the loop's time, so
-  no step holds the loop for long and an echo never waits behind a redraw;
-* a snapshot (:meth:`catch_up`) feeds what is left, in slices that yield to the loop;
+  push, and not within ``flood_hold_seconds`` of a skip), in slices of
+  ``slice_seconds`` using at most ``duty`` of the loop's time, so no step holds the
+  loop for long and an echo never waits behind a redraw;
+* a snapshot (:meth:`snapshot`) feeds what is left and renders, in slices that yield
+  to the loop;
 * when the queue passes ``backlog_bytes`` (output outruns the model: a flood), the
   oldest output is skipped down to the newest ``rebuild_bytes``: a regex pass
   (:class:`.modes.ModeTracker`) keeps the modes exact over it, and the model is
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from .model import ModelStream, ScreenModel
 from .modes import ModeTracker
-from .render import render
+from .render import render, render_steps
 
 #: Bytes fed to pyte between two looks at the clock (~1-3 ms at pyte's speed).
 PIECE = 1024
@@ -38,9 +40,12 @@ class ScreenSettings:
     scrollback_lines: int = 2000
     backlog_bytes: int = 256 * 1024
     rebuild_bytes: int = 32 * 1024
-    quiet_seconds: float = 0.02
+    quiet_seconds: float = 0.05
     slice_seconds: float = 0.005
     duty: float = 0.25
+    #: No feeding in the background for this long after a skip: during a flood the
+    #: output pauses (flow control, coalescing) but would be skipped again anyway.
+    flood_hold_seconds: float = 0.5
     catch_up_slice_seconds: float = 0.02
 
 
@@ -83,6 +88,7 @@ class ScreenFeeder:
         self._offset = 0  # bytes of the head item already fed
         self._tracker: ModeTracker | None = None  # set while the model awaits a rebuild
         self._last_push = 0.0
+        self._last_skip = -1e9
         self._handle: asyncio.TimerHandle | None = None
         self._busy = False
         self._closed = False
@@ -121,15 +127,16 @@ class ScreenFeeder:
             self._tracker = ModeTracker.from_model(self.model)
             self.size = (self.model.lines, self.model.columns)
         tracker = self._tracker
+        self._last_skip = self.loop.time()
         while self._queued > self.settings.rebuild_bytes and len(self._queue) > 1:
             item = self._queue.popleft()
             if item.size is not None:
                 self.size = item.size
             else:
-                rest = item.data[self._offset :] if self._offset else item.data
-                tracker.scan(rest)
-                self._queued -= len(rest)
-                self.skipped_bytes += len(rest)
+                tracker.scan(item.data, self._offset)
+                rest = len(item.data) - self._offset
+                self._queued -= rest
+                self.skipped_bytes += rest
             self._offset = 0
             self.fed_mark = max(self.fed_mark, item.mark)
         head = self._queue[0] if self._queue else None
@@ -138,7 +145,7 @@ class ScreenFeeder:
             # from a line or sequence start so the rebuild does not begin mid-sequence.
             cut = len(head.data) - self.settings.rebuild_bytes
             cut = _boundary(head.data, max(cut, self._offset))
-            tracker.scan(head.data[self._offset : cut])
+            tracker.scan(head.data, self._offset, cut)
             self._queued -= cut - self._offset
             self.skipped_bytes += cut - self._offset
             self._offset = cut
@@ -185,27 +192,44 @@ class ScreenFeeder:
             return
         now = self.loop.time()
         quiet = self.settings.quiet_seconds
-        if now - self._last_push < quiet:
-            self._schedule(self._last_push + quiet - now)
+        resume = max(self._last_push + quiet, self._last_skip + self.settings.flood_hold_seconds)
+        if now < resume:
+            self._schedule(resume - now)
             return
         self._feed(None, now + self.settings.slice_seconds)
         if self._queue:
             used = max(self.loop.time() - now, 0.001)
             self._schedule(used * (1 / self.settings.duty - 1))
 
-    async def catch_up(self, until: int) -> int:
-        """Feed everything up to ``until``; the mark the model now reflects (>= until
-        when output was skipped past it meanwhile). Yields to the loop between slices."""
+    async def snapshot(
+        self, until: int, rows: int | None = None, cols: int | None = None
+    ) -> tuple[int, bytes]:
+        """Feed everything up to ``until``, then render for a fresh ``rows`` x ``cols``
+        terminal: (the mark the bytes reflect, the bytes). The mark is ``until``, or
+        later when output was skipped past it meanwhile. Both phases run in slices that
+        yield to the loop; nothing feeds the model in between."""
         while self._busy:
             await asyncio.sleep(0.001)
         self._busy = True
+        slice_seconds = self.settings.catch_up_slice_seconds
         try:
             while True:
                 target = max(until, self.fed_mark)
-                self._feed(target, self.loop.time() + self.settings.catch_up_slice_seconds)
+                self._feed(target, self.loop.time() + slice_seconds)
                 if self._tracker is None and not (self._queue and self._queue[0].mark <= target):
-                    return max(target, self.fed_mark)
+                    break
                 await asyncio.sleep(0)
+            mark = max(target, self.fed_mark)
+            steps = render_steps(self.model, rows, cols)
+            deadline = self.loop.time() + slice_seconds
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return mark, done.value
+                if self.loop.time() >= deadline:
+                    await asyncio.sleep(0)
+                    deadline = self.loop.time() + slice_seconds
         finally:
             self._busy = False
             if self._queue:
@@ -213,7 +237,7 @@ class ScreenFeeder:
 
     # ------------------------------------------------------------------ views
     def render(self, rows: int | None = None, cols: int | None = None) -> bytes:
-        """The model as bytes for a fresh xterm.js (call after :meth:`catch_up`)."""
+        """The model as bytes for a fresh xterm.js, at once (tests; see :meth:`snapshot`)."""
         return render(self.model, rows, cols)
 
     def close(self) -> None:

@@ -254,9 +254,15 @@ class ModelStream(pyte.ByteStream):
     def __init__(self, screen: ScreenModel) -> None:
         super().__init__(screen)
         self._model = screen
+        self._held = b""
 
     def feed(self, data: bytes) -> None:  # type: ignore[override]
-        # ESC = / ESC > (keypad) are not pyte events: applied around them here.
+        # ESC = / ESC > (keypad) are not pyte events: applied around them here. A final
+        # ESC waits for the next piece, which may make it one of them.
+        if self._held:
+            data, self._held = self._held + data, b""
+        if data.endswith(b"\x1b"):
+            data, self._held = data[:-1], b"\x1b"
         if b"\x1b=" in data or b"\x1b>" in data:
             pos = 0
             for m in _KEYPAD.finditer(data):

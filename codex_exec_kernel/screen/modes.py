@@ -46,10 +46,13 @@ class ModeTracker:
         private = {mode: model.private_mode(mode) for mode in TRACKED}
         return cls(private, model.keypad, model.title, model.alt_mode)
 
-    def scan(self, data: bytes) -> None:
-        if self._carry:
-            data = self._carry + data
-            self._carry = b""
+    def scan(self, data: bytes, start: int = 0, end: int | None = None) -> None:
+        """Follow ``data[start:end]`` (not copied when it holds no escape at all)."""
+        end = len(data) if end is None else end
+        if not self._carry and data.find(b"\x1b", start, end) < 0:
+            return  # a text flood: one memchr, no copy, no regex
+        data = self._carry + data[start:end]
+        self._carry = b""
         last_end = 0
         for m in _SEQ.finditer(data):
             last_end = m.end()

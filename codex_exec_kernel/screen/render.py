@@ -15,6 +15,7 @@ the scrollback; the program redraws for the new size once it is told (SIGWINCH).
 from __future__ import annotations
 
 import functools
+from collections.abc import Generator
 from typing import Any
 
 from .model import BLANK, Cell, ScreenModel
@@ -39,43 +40,55 @@ _FLAGS = (("bold", "1"), ("dim", "2"), ("italics", "3"), ("underscore", "4"), ("
           ("reverse", "7"), ("hidden", "8"), ("strikethrough", "9"))  # fmt: skip
 
 
+Attrs = tuple[Any, ...]  # a cell without its character: Cell[1:]
+
+
 @functools.lru_cache(maxsize=4096)
-def sgr(attrs: Cell) -> str:
+def sgr(attrs: Attrs) -> str:
     """The one SGR sequence that sets exactly ``attrs`` (from any previous state)."""
+    cell = Cell("", *attrs)
     params = ["0"]
-    params += [code for name, code in _FLAGS if getattr(attrs, name)]
-    for code in (_colour(attrs.fg, 30, 90, 38), _colour(attrs.bg, 40, 100, 48)):
+    params += [code for name, code in _FLAGS if getattr(cell, name)]
+    for code in (_colour(cell.fg, 30, 90, 38), _colour(cell.bg, 40, 100, 48)):
         if code:
             params.append(code)
     return "\x1b[" + ";".join(params) + "m"
 
 
-def _attrs(cell: Any) -> Cell:
-    return cell._replace(data="") if isinstance(cell, Cell) else BLANK._replace(data="")
+def _attrs(cell: Any) -> Attrs:
+    return tuple(cell[1:]) if isinstance(cell, Cell) else _PLAIN
+
+
+_PLAIN: Attrs = tuple(BLANK[1:])
 
 
 class _Writer:
     def __init__(self) -> None:
         self.parts: list[str] = []
-        self.pen = _attrs(BLANK)
+        self.pen = _PLAIN
 
-    def pen_to(self, attrs: Cell) -> None:
+    def pen_to(self, attrs: Attrs) -> None:
         if attrs != self.pen:
             self.parts.append(sgr(attrs))
             self.pen = attrs
 
     def line(self, line: Any, cols: int) -> None:
         """One grid line, up to its last cell that differs from a blank one."""
-        xs = [x for x in line if x < cols and line[x] != BLANK]
-        if not xs:
-            return
-        end = max(xs) + 1
+        end = 0
+        for x, cell in line.items():
+            if end <= x < cols and cell != BLANK:
+                end = x + 1
+        parts = self.parts
+        get = line.get
         for x in range(end):
-            cell = line[x]
-            if cell.data == "" and x > 0:
+            cell = get(x, BLANK)
+            data = cell[0]
+            if not data and x > 0:
                 continue  # the stub after a wide character
-            self.pen_to(_attrs(cell))
-            self.parts.append(cell.data or " ")
+            attrs = cell[1:]
+            if attrs != self.pen:
+                self.pen_to(tuple(attrs))
+            parts.append(data or " ")
 
     def text(self, s: str) -> None:
         self.parts.append(s)
@@ -93,6 +106,20 @@ class _Writer:
 
 def render(model: ScreenModel, rows: int | None = None, cols: int | None = None) -> bytes:
     """Bytes that redraw ``model`` on a fresh xterm.js of ``rows`` x ``cols``."""
+    steps = render_steps(model, rows, cols)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def render_steps(
+    model: ScreenModel, rows: int | None = None, cols: int | None = None
+) -> Generator[None, None, bytes]:
+    """:func:`render` in steps (one per line drawn): a caller on an event loop yields
+    to it between steps, since thousands of scrollback lines take a while. The model
+    must not change until the generator returns the bytes."""
     rows = rows or model.lines
     cols = cols or model.columns
     w = _Writer()
@@ -106,6 +133,7 @@ def render(model: ScreenModel, rows: int | None = None, cols: int | None = None)
             w.pen_to(_attrs(BLANK))  # a scroll fills new rows with the pen's background
             w.text("\r\n")
         w.line(line, cols)
+        yield
     w.saved_cursor(normal_saved, rows, cols, shift)
     if alt:
         w.pen_to(_attrs(BLANK))
@@ -113,6 +141,7 @@ def render(model: ScreenModel, rows: int | None = None, cols: int | None = None)
         for y in range(min(rows, model.lines)):
             w.cup(y, 0)
             w.line(model.buffer[y], cols)
+            yield
         w.saved_cursor(model.savepoints, rows, cols, 0)
         shift = 0
     _finish(model, w, rows, cols, shift)

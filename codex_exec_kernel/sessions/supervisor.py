@@ -195,8 +195,7 @@ class _ClientConnection:
         if sup.screen is None:  # a pipe session: nothing to redraw
             mark, chunk, alt, title = self.send_limit, b"", False, ""
         else:
-            mark = await sup.screen.catch_up(self.send_limit)
-            chunk = sup.screen.render(rows, cols)
+            mark, chunk = await sup.screen.snapshot(self.send_limit, rows, cols)
             alt, title = sup.screen.model.alt_mode is not None, sup.screen.model.title
         self.send_limit = mark
         self.snapshot_frame = (mark, wire.Snapshot(mark, rows, cols, alt, title, chunk).encode())
