@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: setup lab demo test test-ts lint bench docs-images docs-images-exec chromium clean
+.PHONY: setup lab demo test test-ts lint bench docs-images docs-images-exec chromium screen-tools clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ setup: $(STAMP)
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## tmux and vim for the screen tests (session attach, full-screen programs).
+screen-tools:
+	@command -v tmux >/dev/null && command -v vim >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux vim >/dev/null; }
 
 ## Quickstart 1: set up and open JupyterLab with the codex-exec kernel and the Kernel Terminal.
 ## It opens the demo workspace: examples/demo.ipynb with a Kernel Terminal below it.
@@ -44,7 +48,7 @@ test-ts: setup
 	cd labextension && ../$(BIN)/jlpm install >/dev/null && ../$(BIN)/jlpm test
 
 ## Quickstart 2: set up and run the whole test suite.
-test: setup chromium lint test-ts
+test: setup chromium screen-tools lint test-ts
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## README image of %exec --tty (needs PyPI); not run by `make test`.

@@ -7,6 +7,7 @@ import argparse
 import html
 import shlex
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -17,11 +18,15 @@ from IPython.display import display
 from ..envpolicy import environ_with
 from ..protocol import SpawnSpec
 from ..service import ExecService
-from ..sessions.api import SessionManager
+from ..sessions.api import FOLLOW_POLL, SessionManager
 from ..sessions.cli import describe, format_table, human_size
 from ..sessions.config import SessionConfig
+from ..sessions.logtext import last_lines, log_chunks, log_text
+from ..sessions.screenstart import fetch_snapshot_blocking, visible_part
 from ..sessions.store import SessionError
 from ..showtext import when_text
+from .display import TtyDisplay
+from .exec_magics import ExecMagics
 from .options import MagicParser, parse_magic_args
 from .result import ExecFailed
 
@@ -99,10 +104,14 @@ SESSIONS.add_argument("--delete", metavar="SEL", help="end and remove a session"
 ATTACH = _parser("%attach", "Follow a background session's output here until it ends; "
                  "interrupt (the stop button) detaches and leaves it running.")  # fmt: skip
 ATTACH.add_argument("selector", metavar="SEL", help="index (0 = newest), id or unique prefix")
-ATTACH.add_argument("--from-start", action="store_true", help="show the whole log first")
+ATTACH.add_argument("--from-start", action="store_true",
+                    help="show the whole log first (a running TTY session otherwise "
+                    "starts from its screen)")  # fmt: skip
 LOGS = _parser("%logs", "Show a background session's log.")
 LOGS.add_argument("selector", metavar="SEL")
 LOGS.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+LOGS.add_argument("--raw", action="store_true",
+                  help="a TTY session's bytes as logged, not the text shown")  # fmt: skip
 TERMINAL = _parser("%terminal", "Open a Kernel Terminal on this kernel in JupyterLab.")
 TERMINAL.add_argument("--session", metavar="SEL", help="show a background session instead")
 
@@ -135,11 +144,21 @@ class SessionMagics(Magics):
             info = manager.resolve(args.selector)
             size = manager.read_log(info.id, 0, 0).size
             offset = 0 if args.from_start else max(0, size - 64 * 1024)
-            out = sys.stdout
             try:
-                for chunk in manager.follow(info.id, offset):
-                    out.write(chunk.data.decode("utf-8", "replace"))
-                    out.flush()
+                if info.meta.tty:
+                    snapshot = None
+                    if info.status == "running" and not args.from_start:
+                        snapshot = fetch_snapshot_blocking(manager, info.id)
+                    if snapshot is not None:  # its screen, then the log after it
+                        start, offset, rows = visible_part(snapshot), snapshot.offset, snapshot.rows
+                    else:  # no screen model (ended, an older supervisor): the log
+                        start, rows = b"", info.meta.size[0]
+                    self._follow_screen(manager, info.id, start, offset, rows)
+                else:
+                    out = sys.stdout
+                    for chunk in manager.follow(info.id, offset):
+                        out.write(chunk.data.decode("utf-8", "replace"))
+                        out.flush()
             except KeyboardInterrupt:
                 print(f"\n[detached from {info.id}; it keeps running]")
                 return
@@ -148,6 +167,36 @@ class SessionMagics(Magics):
             print(f"\n[session {info.id} {final.status}, exit code {final.meta.exit_code}{note}]")
         except SessionError as exc:
             raise ExecFailed(str(exc)) from None
+
+    def _follow_screen(self, manager: SessionManager, session_id: str, start: bytes,
+                       offset: int, rows: int) -> None:  # fmt: skip
+        """A TTY session as ``%exec --tty`` shows a command, in one display updated in
+        place: ``start`` (its screen, from the supervisor's snapshot), then the log from
+        ``offset`` until the session ends."""
+        exec_magics = self.shell.magics_manager.registry.get("ExecMagics")
+        screen = TtyDisplay(
+            getattr(exec_magics, "max_output_bytes", ExecMagics.max_output_bytes.default_value),
+            rows,
+            getattr(exec_magics, "tty_refresh", ExecMagics.tty_refresh.default_value),
+        )  # fmt: skip
+        screen.process_id = f"session:{session_id}"
+        if start:
+            screen.write("pty", start)
+        try:
+            while True:
+                chunk = manager.read_log_raw(session_id, offset)
+                if chunk.data:
+                    offset = chunk.next_offset
+                    screen.write("pty", chunk.data)
+                    continue
+                screen.tick()
+                if manager.status(session_id) != "running":
+                    if not manager.read_log_raw(session_id, offset).data:
+                        break
+                    continue
+                time.sleep(FOLLOW_POLL)
+        finally:
+            screen.finish(screen.process_id)
 
     @line_magic
     def logs(self, line: str) -> None:
@@ -158,12 +207,14 @@ class SessionMagics(Magics):
         try:
             info = manager.resolve(args.selector)
             offset = 0 if args.tail is None else manager.tail_offset(info.id, args.tail)
-            while True:
-                chunk = manager.read_log(info.id, offset)
-                if not chunk.data:
-                    break
-                sys.stdout.write(chunk.data.decode("utf-8", "replace"))
-                offset = chunk.next_offset
+            if args.raw:
+                for data in log_chunks(manager, info.id, offset):
+                    sys.stdout.write(data.decode("utf-8", "replace"))
+            elif args.tail is not None:  # rendering may add rows: the last N are shown
+                sys.stdout.write(last_lines("".join(log_text(manager, info, offset)), args.tail))
+            else:
+                for piece in log_text(manager, info, offset):
+                    sys.stdout.write(piece)
             note = manager.get(info.id).log_note
             if note:
                 print(f"\n[{note}]")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import pyte
 from pyte import graphics
@@ -275,11 +275,24 @@ def plain(text: str) -> str:
     return _ANY_CSI.sub("", text)
 
 
+def rendered_pieces(chunks: Iterable[bytes], rows: int) -> Iterator[str]:
+    """PTY output as the terminal ends up showing it, colours removed, piece by piece.
+
+    Lines come out as they leave the screen (so a long log streams in bounded memory);
+    the rows still on the screen come last, once ``chunks`` ends.
+    """
+    term = TerminalText(rows)
+    for data in chunks:
+        term.feed(data)
+        lines = term.take_final()
+        if lines:
+            yield "".join(plain(line) + "\n" for line in lines)
+    screen = term.screen_lines()
+    if screen:
+        text = "\n".join(plain(line) for line in screen)
+        yield text if term.screen.cursor.x > 0 else text + "\n"
+
+
 def rendered_text(data: bytes, rows: int) -> str:
     """All of ``data`` as the terminal ends up showing it, colours removed."""
-    term = TerminalText(rows)
-    term.feed(data)
-    lines = term.take_final() + term.screen_lines()
-    text = "\n".join(plain(line) for line in lines)
-    ends_mid_line = term.screen.cursor.x > 0
-    return text if ends_mid_line or not lines else text + "\n"
+    return "".join(rendered_pieces([data], rows))

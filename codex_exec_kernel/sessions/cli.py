@@ -21,6 +21,7 @@ from ..showtext import command_text, one_line, when_text
 from .api import SessionManager, check_signal_number
 from .config import SessionConfig
 from .launch import LaunchError
+from .logtext import last_lines, log_chunks, log_text
 from .store import SessionError, SessionInfo
 from .terminal import attach_terminal
 
@@ -62,6 +63,10 @@ def add_session_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("selector", metavar="SEL")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    p.add_argument(
+        "--raw", action="store_true",
+        help="a TTY session's bytes as logged (default: the text its terminal showed)",
+    )  # fmt: skip
 
     p = sub.add_parser("signal", help="send a signal to a session's process group")
     p.add_argument("selector", metavar="SEL")
@@ -214,16 +219,14 @@ def _write_out(data: bytes) -> None:
 def _logs(manager: SessionManager, args: argparse.Namespace) -> int:
     info = manager.resolve(args.selector)
     offset = 0 if args.tail is None else manager.tail_offset(info.id, args.tail)
-    if args.follow:
-        for chunk in manager.follow(info.id, offset):
-            _write_out(chunk.data)
+    if args.raw or not info.meta.tty:
+        for data in log_chunks(manager, info.id, offset, args.follow):
+            _write_out(data)
+    elif args.tail is not None and not args.follow:  # rendering may add rows
+        _write_out(last_lines("".join(log_text(manager, info, offset)), args.tail).encode())
     else:
-        while True:
-            chunk = manager.read_log(info.id, offset)
-            if not chunk.data:
-                break
-            _write_out(chunk.data)
-            offset = chunk.next_offset
+        for piece in log_text(manager, info, offset, args.follow):
+            _write_out(piece.encode())
     final = manager.get(info.id)
     if final.log_note:
         lost = f"{final.dropped_bytes} bytes of output were not logged"

@@ -1,6 +1,7 @@
 """``codex-exec session attach`` in a real terminal: raw mode, resize, detach keys.
 
-Your terminal talks straight to the session's PTY, like ``tmux attach``: keystrokes
+Your terminal talks straight to the session's PTY, like ``tmux attach``: it starts
+from the session's screen (the supervisor's snapshot, see screenstart.py), keystrokes
 go in unchanged, output comes out unchanged, SIGWINCH resizes the session's PTY,
 and a detach key (default ``Ctrl-\\`` or ``Ctrl-b d``) leaves it running. For a pipe
 (non-tty) session the terminal stays in line mode: lines go to the child's stdin,
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from . import wire
 from .api import SessionManager
 from .client import AttachClient
+from .screenstart import FRESH_TERMINAL, SnapshotGate, TerminalModes
 
 
 def parse_keys(spec: str) -> bytes:
@@ -144,6 +146,14 @@ async def attach_terminal(
             client.resize(*size)
 
     handlers: list[int] = []
+    size = _terminal_size(stdout_fd) or _terminal_size(stdin_fd)
+    if size is not None and 0 in size:
+        size = None  # a terminal that has no size yet (0x0): the session's own
+    # Start from the session's screen (before the resize below: the program then
+    # redraws for our size), unless a replay from an offset was asked for.
+    gate = SnapshotGate(client, *(size or (None, None))) if from_offset is None else None
+    modes = TerminalModes()
+    restore = raw and os.isatty(stdout_fd)
     try:
         if raw:
             tty.setraw(stdin_fd, termios.TCSANOW)
@@ -162,9 +172,21 @@ async def attach_terminal(
                 loop.add_signal_handler(signal.SIGINT, lambda: client.signal(signal.SIGINT))
                 handlers += [signal.SIGQUIT, signal.SIGINT]
         async for event in client.events():
-            if isinstance(event, wire.Output):
-                _write_all(stdout_fd, event.data)
+            data = gate.shown(event) if gate is not None else None
+            if gate is None or not gate.asked:
+                data = event.data if isinstance(event, wire.Output) else None
+            if data is None:
+                continue
+            if gate is not None and gate.snapshot is not None and event is gate.snapshot:
+                modes.alternate = gate.snapshot.alternate_screen
+                data = FRESH_TERMINAL + data
+            else:
+                modes.saw(data)
+            _write_all(stdout_fd, data)
     finally:
+        if restore:
+            with contextlib.suppress(OSError):
+                _write_all(stdout_fd, modes.restore())
         with contextlib.suppress(Exception):
             loop.remove_reader(stdin_fd)
         for signum in handlers:

@@ -16,10 +16,11 @@ import type { IDisposable, ITerminalAddon, Terminal } from '@xterm/xterm';
 import { ExecConnection } from './connection';
 import { ISize, RpcError, Stream } from './protocol';
 import { asTerminalOutput } from './shellstart';
+import { fetchSnapshot, IScreenSnapshot } from './snapshot';
 import { ProcessStream } from './stream';
 
 /** What the addon uses of a terminal (xterm's, or its headless twin). */
-export type IProcessTerminal = Pick<Terminal, 'onData' | 'onBinary' | 'onResize' | 'write' | 'rows' | 'cols'>;
+export type IProcessTerminal = Pick<Terminal, 'onData' | 'onBinary' | 'onResize' | 'write' | 'reset' | 'rows' | 'cols'>;
 
 /** The panel's side of the addon. */
 export interface IProcessAddonHost {
@@ -75,6 +76,45 @@ export class ProcessTerminalAddon implements ITerminalAddon {
     this._ended = false;
     this._stream = new ProcessStream(conn, processId, this._sink, afterSeq);
     return this._stream;
+  }
+
+  /**
+   * Show process `processId` of `conn` from its current screen: a
+   * `process/snapshot` at this terminal's size is written to the reset
+   * terminal, and the stream continues after the snapshot's seq. Where the
+   * kernel has no snapshot (an older kernel, a pipe process) the stream
+   * replays the retained output from the start instead. Subscribe with the
+   * returned stream, then call {@link live} (its resize makes the program
+   * redraw when the process's size differs from the terminal's).
+   */
+  async bindFromScreen(
+    conn: ExecConnection,
+    processId: string
+  ): Promise<{ stream: ProcessStream; snapshot: IScreenSnapshot | null }> {
+    const term = this._term!;
+    this._stream?.dispose();
+    this._stream = null;
+    this._live = false;
+    const snapshot = await fetchSnapshot(conn, processId, { rows: term.rows, cols: term.cols });
+    if (snapshot) {
+      this._host.beforeWrite?.();
+      term.reset();
+      term.write(snapshot.data);
+    }
+    return { stream: this.bind(conn, processId, snapshot?.seq ?? 0), snapshot };
+  }
+
+  /**
+   * {@link bindFromScreen}, then subscribe after the snapshot's seq. A process
+   * that ended before the snapshot has its end read back, so the host hears of it.
+   */
+  async subscribeFromScreen(conn: ExecConnection, processId: string): Promise<ProcessStream> {
+    const { stream, snapshot } = await this.bindFromScreen(conn, processId);
+    await stream.subscribe();
+    if (snapshot && (snapshot.exited || snapshot.closed)) {
+      await stream.refill();
+    }
+    return stream;
   }
 
   /**

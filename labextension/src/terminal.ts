@@ -284,11 +284,19 @@ export class KernelTerminal extends Widget {
     }
   }
 
-  /** Subscribe to the panel's process after `afterSeq`. */
+  /**
+   * Subscribe to the panel's process after `afterSeq`; with 0 (a fresh
+   * screen: a reload, a second viewer, an attached session) start from the
+   * kernel's snapshot of its screen (see snapshot.ts).
+   */
   private async _attach(conn: ExecConnection, afterSeq: number): Promise<void> {
-    const stream = this._process.bind(conn, this._state.processId!, afterSeq);
+    const processId = this._state.processId!;
     try {
-      await stream.subscribe();
+      if (afterSeq === 0) {
+        await this._process.subscribeFromScreen(conn, processId);
+      } else {
+        await this._process.bind(conn, processId, afterSeq).subscribe();
+      }
     } catch (err) {
       if (err instanceof RpcError && err.code === ErrorCode.invalidRequest) {
         this._processGone(`The process ${this._state.processId} no longer exists on this kernel.`);
