@@ -286,8 +286,13 @@ export function sentNotifications(comm: StdioComm, method: string): Record<strin
   return comm.sent.filter(m => m.method === method && m.id === undefined).map(m => m.params as Record<string, unknown>);
 }
 
-/** Wait until `predicate()` holds (checked every 10 ms), or fail after `timeoutMs`. */
-export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 10000): Promise<void> {
+/** The suite's one deadline factor (tests/waiting.py reads the same variable). */
+export const TIMEOUT_SCALE = Number(process.env.CODEX_EXEC_TEST_TIMEOUT_SCALE ?? '2') || 2;
+
+/** Wait until `predicate()` holds (checked every 10 ms), or fail after `timeoutMs`
+ * times the deadline factor: a loaded CI machine is slow, never wrong. */
+export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  timeoutMs *= TIMEOUT_SCALE;
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
     if (Date.now() > deadline) {

@@ -92,7 +92,7 @@ test('lost notifications leave holes that process/read fills, in order', async (
     const stream = new ProcessStream(conn, 'p', sink);
     // Small gaps between lines make many small notifications.
     await start(conn, 'p', 'for i in $(seq 1 40); do echo r$i; sleep 0.01; done');
-    await waitFor(() => sink.isClosed, 'the close', 20000);
+    await waitFor(() => sink.isClosed, 'the close', 10000);
     assert.ok(dropped >= 3, `dropped ${dropped}`);
     assert.equal(sink.text, lines(40, 'r'));
     assert.ok(comm.sent.some(m => m.method === 'process/read'), 'a process/read filled the holes');
