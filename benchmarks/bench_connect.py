@@ -21,7 +21,6 @@ by repetition:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,23 +50,9 @@ class Relayed(Serve):
     """bench_stdio's client, on ``codex-exec connect ARGS`` instead of ``serve``."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        import itertools
-
-        self.options = args
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "connect", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT), env=env,
-            start_new_session=True, bufsize=0,
-        )  # fmt: skip
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.wfd = self.proc.stdin.fileno()
-        self.rfd = self.proc.stdout.fileno()
-        self.rest = b""
-        self.ids = itertools.count(1)
-        self.responses: dict[Any, dict[str, Any]] = {}
-        self.on_note = lambda msg: None
-        self.request("initialize", {"clientName": "bench_connect"}, timeout=120)
-        self.notify("initialized", {})
+        # A relay's first initialize may wait for a kernel to start.
+        super().__init__(*args, command="connect", env=env, client_name="bench_connect",
+                         init_timeout=120)  # fmt: skip
 
 
 def open_servers() -> tuple[dict[str, Serve], list[Any]]:

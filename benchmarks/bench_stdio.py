@@ -74,11 +74,18 @@ PACE_MS = 10.0  # typing pace of the paced echo: longer than the 5 ms coalescing
 class Serve:
     """``codex-exec serve`` as a child, read on this thread (no reader thread in the way)."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(
+        self,
+        *options: str,
+        command: str = "serve",
+        env: dict[str, str] | None = None,
+        client_name: str = "bench_stdio",
+        init_timeout: float = 20.0,
+    ) -> None:
         self.options = list(options)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codex_exec_kernel.cli", "serve", *options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT),
+            [sys.executable, "-m", "codex_exec_kernel.cli", command, *options],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT), env=env,
             start_new_session=True, bufsize=0,
         )  # fmt: skip
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -88,7 +95,7 @@ class Serve:
         self.ids = itertools.count(1)
         self.responses: dict[Any, dict[str, Any]] = {}
         self.on_note: Callable[[dict[str, Any]], None] = lambda msg: None
-        self.request("initialize", {"clientName": "bench_stdio"})
+        self.request("initialize", {"clientName": client_name}, timeout=init_timeout)
         self.notify("initialized", {})
 
     def send(self, obj: dict[str, Any]) -> None:

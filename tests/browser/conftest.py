@@ -57,6 +57,24 @@ def ms(seconds: float) -> float:
     return scaled(seconds) * 1000
 
 
+def wait_saved(lab: Any, process_id: str) -> None:
+    """Until the server's workspace holds the panel (the restorer saves asynchronously)."""
+    saved = lab.page.evaluate(
+        """async ([pid, timeout]) => {
+            const deadline = Date.now() + timeout;
+            while (Date.now() < deadline) {
+              const r = await fetch('/lab/api/workspaces');
+              const text = JSON.stringify(await r.json());
+              if (text.includes(pid) && text.includes('codex-exec-terminal:')) return true;
+              await new Promise(res => setTimeout(res, 200));
+            }
+            return false;
+        }""",
+        [process_id, ms(20)],
+    )
+    assert saved, "the workspace never recorded the terminal"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -321,6 +339,16 @@ class Lab:
             "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => true)",
             [command, args or {}],
         )
+
+    def only_terminal(self, timeout: float = 30) -> str:
+        """The widget id of the page's one Kernel Terminal (e.g. restored by a reload),
+        once it is ready."""
+        self.page.wait_for_function(
+            "() => window.__kt.terminals().length === 1", timeout=ms(timeout)
+        )
+        wid = self.page.evaluate("() => window.__kt.terminals()[0].id")
+        self.page.evaluate("(id) => window.__kt.widget(id).ready", wid)
+        return wid
 
     def open_terminal(self, args: dict | None = None, timeout: float = 60) -> str:
         """Open a Kernel Terminal panel, wait until its shell runs; return its widget id."""

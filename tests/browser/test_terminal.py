@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 from commands import CODEX_EXEC
-from conftest import IMG_DIR, RESULTS_DIR, ROOT, ms, new_notebook
+from conftest import IMG_DIR, RESULTS_DIR, ROOT, ms, new_notebook, wait_saved
 from waiting import scaled
 
 pytestmark = pytest.mark.browser
@@ -593,26 +593,9 @@ def test_reload_reattaches_same_shell(lab):
     )
     pid = re.findall(r"^pid-(\d+)-end\s*$", lab.text(wid), re.M)[-1]
     process_id = lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid)
-    # Wait until the server's workspace holds the panel (the restorer saves it
-    # asynchronously); poll it from the page, 20 s at most.
-    saved = lab.page.evaluate(
-        """async (pid) => {
-            const deadline = Date.now() + 20000;
-            while (Date.now() < deadline) {
-              const r = await fetch('/lab/api/workspaces');
-              const text = JSON.stringify(await r.json());
-              if (text.includes(pid) && text.includes('codex-exec-terminal:')) return true;
-              await new Promise(res => setTimeout(res, 200));
-            }
-            return false;
-        }""",
-        process_id,
-    )
-    assert saved, "the workspace never recorded the terminal"
+    wait_saved(lab, process_id)
     lab.goto(reset=False)
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(30))
-    wid2 = lab.page.evaluate("() => window.__kt.terminals()[0].id")
-    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
+    wid2 = lab.only_terminal()
     assert lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid2) == process_id
     # The screen is repainted from the kernel's retained output...
     lab.wait_for_text(wid2, f"pid-{pid}-end", timeout=20)

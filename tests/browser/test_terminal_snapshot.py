@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from commands import CODEX_EXEC
-from conftest import RESULTS_DIR, ROOT, LabServer, ms, new_lab, start_lab, stop
+from conftest import RESULTS_DIR, ROOT, LabServer, ms, new_lab, start_lab, stop, wait_saved
 from screen_programs import VIM_REDRAWS, long_file, vim_argv
 from screen_ref import differences, reference, text
 from waiting import scaled, wait_until
@@ -191,24 +191,6 @@ def slab(browser: Any, snapshot_server: LabServer) -> Iterator[Any]:
     context.close()
 
 
-def wait_saved(lab: Any, process_id: str) -> None:
-    """Until the server's workspace holds the panel (the restorer saves asynchronously)."""
-    saved = lab.page.evaluate(
-        """async ([pid, timeout]) => {
-            const deadline = Date.now() + timeout;
-            while (Date.now() < deadline) {
-              const r = await fetch('/lab/api/workspaces');
-              const text = JSON.stringify(await r.json());
-              if (text.includes(pid) && text.includes('codex-exec-terminal:')) return true;
-              await new Promise(res => setTimeout(res, 200));
-            }
-            return false;
-        }""",
-        [process_id, ms(20)],
-    )
-    assert saved, "the workspace never recorded the terminal"
-
-
 #: Times, in the page, ``process/snapshot`` (what a panel now asks) and ``process/read``
 #: from seq 0 (the raw replay it asked before) of the same process; median of 20 each.
 ROUND_TRIPS = """async (id) => {
@@ -302,9 +284,7 @@ def test_reload_shows_the_exact_screen(slab: Any, snapshot_server: LabServer,
     wait_saved(lab, process_id)
 
     lab.goto(reset=False)
-    lab.page.wait_for_function("() => window.__kt.terminals().length === 1", timeout=ms(30))
-    wid2 = lab.page.evaluate("() => window.__kt.terminals()[0].id")
-    lab.page.evaluate("(id) => window.__kt.widget(id).ready", wid2)
+    wid2 = lab.only_terminal()
     assert lab.page.evaluate("(id) => window.__kt.widget(id).processId", wid2) == process_id
     assert term_size(lab, wid2) == (rows, cols, scrollback)
     wait_screen(lab, wid2, program.mark[1], "alternate")
