@@ -172,8 +172,10 @@ def test_stdin_queue_is_capped_per_process() -> None:
         assert statuses[3:] == [-32010] * 37, statuses
         # the cap, plus a few transient copies of one 11 MB request line
         assert grown < 96 * MiB, f"RSS grew by {grown / MiB:.0f} MiB"
-        # and nothing more however many writes come
-        assert rss(client.proc.pid) - after_ten < 16 * MiB
+        # and nothing more however many writes come: 30 refused writes (240 MiB) move RSS
+        # by at most the transient copies of one request (line, str, decoded bytes),
+        # which the allocator may keep (16 MiB was exceeded once, by 25 MiB, in CI)
+        assert rss(client.proc.pid) - after_ten < 3 * len(chunk)
         client.request("process/terminate", {"processId": "s", "graceMs": 100})
     finally:
         client.close()
