@@ -186,11 +186,11 @@ class ExecService(Configurable):
 
     # ------------------------------------------------------------------ comms
     def _open_comm(self, comm: Any, msg: dict[str, Any]) -> None:
-        conn = CommConnection(comm, self.io, self._publish, msg)
-        open_ids = self.kernel.comm_manager.comms
-        for stale in [cid for cid in self._conns if cid not in open_ids]:
-            self._conns.pop(stale, None)
-        self._conns[comm.comm_id] = conn
+        comm_id = comm.comm_id
+        conn = CommConnection(
+            comm, self.io, self._publish, msg, on_closed=lambda: self._conns.pop(comm_id, None)
+        )
+        self._conns[comm_id] = conn
         gate, state = self._gate, conn.state
         if gate is not None and state is not None:
             self.io.call(lambda: state.set_congested(gate.congested))
@@ -199,7 +199,8 @@ class ExecService(Configurable):
         """The connection of our open comm ``comm_id`` (from any thread), else None."""
         conn = self._conns.get(comm_id) if isinstance(comm_id, str) else None
         if conn is not None and comm_id not in self.kernel.comm_manager.comms:
-            self._conns.pop(comm_id, None)  # closed on another route
+            # Closed from the kernel's side (no comm_close came in): forget it now.
+            self._conns.pop(comm_id, None)
             return None
         return conn
 

@@ -162,3 +162,22 @@ def test_other_comms_keep_ipykernel_route(km, kc) -> None:
                         and m["content"]["execution_state"] == "idle"
                         and m["parent_header"].get("msg_id") == sent), 20,
                message="idle for the other comm's message")  # fmt: skip
+
+
+def _open_conns(kc) -> int:
+    """How many comms the kernel's service keeps in its comm id → connection map."""
+    expr = "len(get_ipython().kernel._codex_exec_service._conns)"
+    reply = kc.execute("", user_expressions={"n": expr}, reply=True, timeout=scaled(30))
+    return int(reply["content"]["user_expressions"]["n"]["data"]["text/plain"])
+
+
+@pytest.mark.parametrize("route", ["shell", "control"])
+def test_closed_comms_leave_the_route_map(km, kc, route: str) -> None:
+    """A client's comm_close, on either route, drops the comm from the map the
+    shell-channel route looks comms up in: 20 opened and closed comms leave none."""
+    before = _open_conns(kc)
+    for _ in range(20):
+        comm = RawComm(kc, route=route)
+        comm.request("process/list", {})
+        comm.send("comm_close", {"comm_id": comm.comm_id, "data": {}})
+    wait_until(lambda: _open_conns(kc) == before, 20, message="every closed comm forgotten")

@@ -34,8 +34,11 @@ class CommConnection:
         io: IOThread,
         publish: Callable[[Any, dict[str, Any], list[bytes], dict[str, Any]], None],
         parent: dict[str, Any],
+        on_closed: Callable[[], object] | None = None,
     ) -> None:
         self.comm = comm
+        #: Called when the client closes the comm (on whichever route the close came).
+        self._on_closed = on_closed
         self.io = io
         self._publish = publish
         #: The latest message from the client: replies and notifications name it as
@@ -71,6 +74,8 @@ class CommConnection:
         self.io.dispatcher.handle(state, data, buffers)
 
     def _on_close(self, msg: dict[str, Any]) -> None:
+        if self._on_closed is not None:
+            self._on_closed()
         state = self.state
         if state is not None:
             self.io.call(self.io.dispatcher.disconnect, state)
