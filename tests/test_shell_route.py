@@ -181,3 +181,33 @@ def test_closed_comms_leave_the_route_map(km, kc, route: str) -> None:
         comm.request("process/list", {})
         comm.send("comm_close", {"comm_id": comm.comm_id, "data": {}})
     wait_until(lambda: _open_conns(kc) == before, 20, message="every closed comm forgotten")
+
+
+def _write_frames(kc, comm: RawComm, pid: str, data: bytes) -> list[bytes]:
+    """A signed process/write comm_msg for the shell socket, as raw frames."""
+    params = {"processId": pid, "chunk": {"buffer": 0}}
+    content = {"comm_id": comm.comm_id, "data": {"method": "process/write", "params": params}}
+    frames = kc.session.serialize(kc.session.msg("comm_msg", content))
+    return [*frames, data]
+
+
+def test_route_checks_signatures_and_replays(km, kc) -> None:
+    """The route reads messages itself (not through Session.deserialize), with the same
+    checks: a wrong or missing HMAC is not served, nor is a replayed message; a good one
+    after them is (so they would have been served first, had they been taken)."""
+    comm = RawComm(kc, route="shell")
+    pid = _cat(comm)
+    shell = kc.shell_channel.socket
+    wrong = _write_frames(kc, comm, pid, b"W")
+    wrong[1] = b"0" * len(wrong[1])  # the signature frame follows the delimiter
+    unsigned = _write_frames(kc, comm, pid, b"U")
+    unsigned[1] = b""
+    replayed = _write_frames(kc, comm, pid, b"R")
+    for frames in (wrong, unsigned, replayed, replayed):
+        shell.send_multipart(frames)
+    shell.send_multipart(_write_frames(kc, comm, pid, b"OK"))
+    wait_until(pumped(comm, lambda: b"OK" in comm.output_of(pid)), 20, message="the good write")
+    echoed = comm.output_of(pid)
+    assert b"W" not in echoed and b"U" not in echoed
+    assert echoed.count(b"R") == 1, echoed
+    comm.request("process/terminate", {"processId": pid, "graceMs": 100})
