@@ -63,6 +63,7 @@ bench: setup chromium
 	$(BIN)/python benchmarks/bench_kernel.py
 	$(BIN)/python benchmarks/bench_magics.py
 	$(BIN)/python benchmarks/bench_idle.py
+	$(BIN)/python benchmarks/bench_pty_floor.py
 	$(BIN)/python benchmarks/bench_connect.py
 	CODEX_EXEC_RESULTS_DIR=$(CURDIR)/benchmarks/results $(BIN)/python -m pytest -q \
 	  -p no:cacheprovider tests/browser/test_terminal.py \

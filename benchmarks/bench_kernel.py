@@ -12,7 +12,12 @@ Everything is measured in one run, the systems interleaved repetition by repetit
      ``ExecClient`` (the user-facing client) for reference;
    - terminado (Jupyter Server's terminals): its websocket, in a tornado app in a
      subprocess, read with websocket-client;
-   - the ceiling: the same pipeline read straight off a PTY master by this process.
+   - the ceiling: the same pipeline read straight off a PTY master by this process;
+   - where the gap is (issue 15): the same kernel reading with no client at all
+     (``ours_no_client``: the process is unsubscribed at once, its end polled at 10 Hz,
+     so no output message is sent), and a kernel that sends 4x fewer, larger messages
+     (``ours[few_messages]``: 80 ms / 8 MiB chunks). ``bench_pty_floor.py`` measures
+     what any relay of the flood to another process reaches.
 2. One-byte echo round trip: ``process/write`` of one byte to a PTY ``cat`` until
    the ``process/output`` with it, vs a bare comm echo in a stock ``python3`` ipykernel
    (a comm target whose ``on_msg`` sends the message back), vs terminado (one char to
@@ -72,6 +77,15 @@ PACE_MS = 25.0  # typing pace: longer than the kernel's 20 ms coalescing window
 #: A second kernel with one ProcessTable setting changed, measured in the same run: the
 #: screen model off (issue 14), so its cost is a same-run ratio.
 VARIANT = "screen_model=False"
+#: A kernel that sends a flood in 4x fewer messages (80 ms, 8 MiB chunks; its flow-control
+#: window and retention grown to match): the cost of each IOPub message, in the same run.
+FEW = "few_messages"
+FEW_ARGS = [
+    "--ExecService.coalesce_window=0.08",
+    "--ExecService.coalesce_max_bytes=8388608",
+    "--ExecService.retained_bytes=67108864",
+    "--ProcessTable.flow_control_window=33554432",
+]
 MARK = "DONE-42-MARK"
 MARK_CMD = "echo DONE-$((6*7))-MARK"  # the typed command line does not contain MARK
 
@@ -244,6 +258,25 @@ def ours_throughput(zc: ZComm, argv: list[str]) -> tuple[int, float]:
                                                               "seq": params["seq"]}})  # fmt: skip
         elif method == "process/closed":
             return total, time.perf_counter() - t0
+
+
+def no_client_throughput(zc: ZComm, argv: list[str], nbytes: int) -> tuple[int, float]:
+    """The kernel reads the flood with nobody subscribed: no output message at all.
+
+    The process is unsubscribed as soon as it starts (what came before is a few KiB at
+    most) and its exit is polled with ``process/list`` every 100 ms, so the seconds are
+    the kernel's reading to within 0.1 s; the bytes are ``nbytes``, what the pipeline
+    writes (nobody counts them)."""
+    t0 = time.perf_counter()
+    pid = zc.request("process/start", {"argv": argv, "tty": True})["processId"]
+    zc.request("process/unsubscribe", {"processId": pid})
+    while True:
+        listed = zc.request("process/list", {})["processes"]
+        entry = next(p for p in listed if p["processId"] == pid)
+        if entry.get("exited") or entry.get("closed"):
+            elapsed = time.perf_counter() - t0
+            return nbytes, elapsed
+        time.sleep(0.1)
 
 
 def execclient_throughput(connection_file: str, argv: list[str]) -> tuple[int, float]:
@@ -567,7 +600,7 @@ def ours_cat(client: ExecClient, path: str) -> tuple[int, float]:
 
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     only = set(args.only or ["throughput", "echo", "cat"])
-    ours_km = stock_km = variant_km = None
+    ours_km = stock_km = variant_km = few_km = None
     term: Terminado | None = None
     closers: list[Callable[[], None]] = []
     try:
@@ -577,6 +610,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         term = Terminado()
         if "throughput" in only or "echo" in only:
             variant_km = start_kernel("codex-exec", [f"--ProcessTable.{VARIANT}"])
+        if "throughput" in only:
+            few_km = start_kernel("codex-exec", FEW_ARGS)
 
         if "throughput" in only:
             zc = ZComm(ours_km, "codex.exec", subshell=True)
@@ -587,6 +622,10 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
             closers.append(zv.close)
             zv.request("initialize", {"clientName": "bench_kernel", "flowControl": True})
             zv.send_data({"method": "initialized", "params": {}})
+            zf = ZComm(few_km, "codex.exec", subshell=True)
+            closers.append(zf.close)
+            zf.request("initialize", {"clientName": "bench_kernel", "flowControl": True})
+            zf.send_data({"method": "initialized", "params": {}})
             nbytes = args.bytes
             argv = ["bash", "-c", pipeline(nbytes)]
             cpu = ThreadCPU(zc)
@@ -612,12 +651,14 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 record("terminado", terminado_throughput(term, nbytes), nbytes)
                 if not rep % 2:
                     record(f"ours[{VARIANT}]", ours_throughput(zv, argv), nbytes)
+                record("ours_no_client", no_client_throughput(zc, argv, nbytes), nbytes)
+                record(f"ours[{FEW}]", ours_throughput(zf, argv), nbytes)
                 if rep < args.client_reps:
                     cf = ours_km.connection_file
                     record("ours_execclient", execclient_throughput(cf, argv), nbytes)
                 log(f"throughput rep {rep + 1}/{args.reps}: "
                     + ", ".join(f"{k}={v[-1]:.1f}" for k, v in rows.items()))  # fmt: skip
-            for z in (zc, zv):
+            for z in (zc, zv, zf):
                 z.close()
                 closers.remove(z.close)
 
@@ -634,6 +675,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
             t["ratio_terminado_vs_ceiling"] = paired("terminado", "ceiling")
             t[f"ratio_ours[{VARIANT}]_vs_ceiling"] = paired(f"ours[{VARIANT}]", "ceiling")
             t[f"ratio_ours_vs_ours[{VARIANT}]"] = paired("ours", f"ours[{VARIANT}]")
+            t["ratio_ours_no_client_vs_ceiling"] = paired("ours_no_client", "ceiling")
+            t[f"ratio_ours[{FEW}]_vs_ceiling"] = paired(f"ours[{FEW}]", "ceiling")
             if "ours_execclient" in rows:
                 t["ratio_execclient_vs_terminado"] = paired("ours_execclient", "terminado")
                 t["ratio_execclient_vs_ceiling"] = paired("ours_execclient", "ceiling")
@@ -731,12 +774,13 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         stop_kernel(ours_km)
         stop_kernel(stock_km)
         stop_kernel(variant_km)
+        stop_kernel(few_km)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bytes", type=int, default=200 * 1024 * 1024)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--client-reps", type=int, default=1,
                         help="repetitions that also measure ExecClient's throughput")  # fmt: skip
     parser.add_argument("--echo", type=int, default=500)

@@ -1,11 +1,12 @@
 """Issue 15's figures, three times: the spread on a shared machine.
 
 Run: ``.venv/bin/python benchmarks/repeat_issue15.py [--runs 3]`` (about 25 minutes on a
-loaded machine). Runs ``bench_stdio.py``, ``bench_kernel.py --only throughput`` and
-``bench_idle.py`` in turn, ``--runs`` times, and writes the headline ratio of each run
-to ``benchmarks/results/issue15-repeats.json`` (the full JSON lines go there too).
-The last full ``bench_stdio.py`` / ``bench_idle.py`` run also refreshes ``stdio.json`` /
-``idle.json`` as those scripts always do; ``kernel.json`` is left alone (a partial run).
+loaded machine). Runs ``bench_stdio.py``, ``bench_kernel.py --only throughput``,
+``bench_pty_floor.py`` and ``bench_idle.py`` in turn, ``--runs`` times, and writes the
+headline ratio of each run to ``benchmarks/results/issue15-repeats.json`` (the full JSON
+lines go there too). The last full ``bench_stdio.py`` / ``bench_pty_floor.py`` /
+``bench_idle.py`` run also refreshes ``stdio.json`` / ``pty-floor.json`` / ``idle.json``
+as those scripts always do; ``kernel.json`` is left alone (a partial run).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from _common import HERE, RESULTS, log, machine
 SCRIPTS = {
     "stdio": ["bench_stdio.py"],
     "kernel": ["bench_kernel.py", "--only", "throughput"],
+    "pty_floor": ["bench_pty_floor.py"],
     "idle": ["bench_idle.py"],
 }
 
@@ -48,7 +50,15 @@ def headline(name: str, r: dict[str, Any]) -> dict[str, Any]:
             "ceiling_MBps": t["ceiling_MBps"],
             "ratio_ours_vs_ceiling": t["ratio_ours_vs_ceiling"],
             "ratio_ours_vs_terminado": t["ratio_ours_vs_terminado"],
+            "ratio_ours_no_client_vs_ceiling": t["ratio_ours_no_client_vs_ceiling"],
             "ours_cpu_seconds_rep1": t["ours_cpu_seconds_rep1"],
+        }
+    if name == "pty_floor":
+        return {
+            "loadavg_at_start": load,
+            "median_MBps": r["median_MBps"],
+            "median_ratio_vs_blocking": r["median_ratio_vs_blocking"],
+            "median_ratio_vs_floor": r["median_ratio_vs_floor"],
         }
     return {
         "loadavg_at_start": load,
