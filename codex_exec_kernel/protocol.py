@@ -662,17 +662,8 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
         params = message["params"]
         chunk = params["chunk"]
         if isinstance(chunk, str):
-            head = json.dumps(
-                {"processId": params["processId"], "seq": params["seq"],
-                 "stream": params["stream"]},
-                separators=(",", ":"),
-            )  # fmt: skip
-            return (
-                b'{"jsonrpc":"2.0","method":"process/output","params":'
-                + head[:-1].encode()
-                + b',"chunk":"'
-                + chunk.encode("ascii")
-                + b'"}}\n'
+            return _output_line(
+                params["processId"], params["seq"], params["stream"], chunk.encode("ascii")
             )
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
@@ -683,6 +674,11 @@ def output_line(process_id: str, seq: int, stream: str | None, data: bytes) -> b
     The same line :func:`encode_line` makes from an :func:`output_notification`, with one
     base64 encode and one join: no ``str`` round trip of the base64, no intermediate
     concatenations (each a copy of the whole chunk)."""
+    return _output_line(process_id, seq, stream, b64encode(data))
+
+
+def _output_line(process_id: str, seq: int, stream: str | None, base64: bytes) -> bytes:
+    """The ``process/output`` line around a chunk already in base64."""
     head = json.dumps(
         {"processId": process_id, "seq": seq, "stream": stream}, separators=(",", ":")
     )  # fmt: skip
@@ -690,6 +686,6 @@ def output_line(process_id: str, seq: int, stream: str | None, data: bytes) -> b
         b'{"jsonrpc":"2.0","method":"process/output","params":',
         head[:-1].encode(),
         b',"chunk":"',
-        b64encode(data),
+        base64,
         b'"}}\n',
     ))  # fmt: skip
