@@ -104,17 +104,26 @@ def kill_group(proc: subprocess.Popen[Any] | None, grace: float = 2.0) -> None:
 # --------------------------------------------------------------------------- raw ceilings
 
 
-def read_pty_child(argv: Sequence[str], bufsize: int = 65536) -> tuple[int, float]:
-    """Run ``argv`` on a fresh PTY and read the master until EIO: (bytes, seconds)."""
+def start_on_pty(argv: Sequence[str]) -> tuple[int, subprocess.Popen[bytes]]:
+    """Start ``argv`` in its own session on a fresh PTY: (the master fd, the child)."""
     master, slave = os.openpty()
-    t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(
             list(argv), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
             close_fds=True,
         )  # fmt: skip
+    except BaseException:
+        os.close(master)
+        raise
     finally:
         os.close(slave)
+    return master, proc
+
+
+def read_pty_child(argv: Sequence[str], bufsize: int = 65536) -> tuple[int, float]:
+    """Run ``argv`` on a fresh PTY and read the master until EIO: (bytes, seconds)."""
+    t0 = time.perf_counter()
+    master, proc = start_on_pty(argv)
     total = 0
     try:
         while True:

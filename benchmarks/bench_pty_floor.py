@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import zmq
-from _common import MB, ROOT, emit, log, machine, median, read_pty_child, rnd
+from _common import MB, ROOT, emit, log, machine, median, read_pty_child, rnd, start_on_pty
 
 sys.path.insert(0, str(ROOT))
 
@@ -61,12 +61,9 @@ DRAIN_BYTES = 2 * 1024 * 1024  # what one wake-up may read, as the table's backe
 
 def read_pty_asyncio(argv: Sequence[str], in_thread: bool) -> tuple[int, float]:
     """Run ``argv`` on a fresh PTY; read it from an asyncio loop: (bytes, seconds)."""
-    master, slave = os.openpty()
-    os.set_blocking(master, False)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(list(argv), stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, close_fds=True)  # fmt: skip
-    os.close(slave)
+    master, proc = start_on_pty(argv)
+    os.set_blocking(master, False)
     total = 0
 
     async def drain() -> None:
@@ -143,7 +140,6 @@ def relay_pty(argv: Sequence[str], kind: str, chunk: int) -> tuple[int, float]:
     """Read ``argv``'s PTY with blocking reads and hand every ``chunk`` bytes to a second
     process (``kind``: ``pipe``, ``tcp``, ``zmq`` or ``wire``): (bytes it counted, seconds
     until it has them all)."""
-    master, slave = os.openpty()
     t0 = time.perf_counter()
     listener: socket.socket | None = None
     conn: socket.socket | None = None
@@ -168,9 +164,7 @@ def relay_pty(argv: Sequence[str], kind: str, chunk: int) -> tuple[int, float]:
         consumer = subprocess.Popen([sys.executable, "-c", _CONSUMER, kind], stdin=rfd,
                                     stdout=subprocess.PIPE)  # fmt: skip
         os.close(rfd)
-    proc = subprocess.Popen(list(argv), stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, close_fds=True)  # fmt: skip
-    os.close(slave)
+    master, proc = start_on_pty(argv)
     pieces: list[bytes] = []
     size = seq = 0
 

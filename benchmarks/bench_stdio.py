@@ -55,6 +55,7 @@ from _common import (
     read_pipe_child,
     read_pty_child,
     rnd,
+    start_on_pty,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -471,12 +472,7 @@ def echo_serve(server: Serve, n: int, pace: float) -> list[float]:
 
 def echo_raw(n: int, pace: float) -> list[float]:
     """The same round trip on a PTY master held by this process."""
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen(["cat"], stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)  # fmt: skip
-    finally:
-        os.close(slave)
+    master, proc = start_on_pty(["cat"])
     times: list[float] = []
     try:
         time.sleep(0.2)
