@@ -61,15 +61,12 @@ class ShellRoute:
             return False
         if read is None:
             return False
-        idents, msg, conn = read
-        self._handle(msg["msg_type"], idents, msg, conn)
+        idents, msg = read
+        self._handle(msg["msg_type"], idents, msg)
         return True
 
-    def _read(
-        self, session: Any, frames: list[Any]
-    ) -> tuple[list[Any], dict[str, Any], Any] | None:
-        """(idents, message, our connection: None for a comm_open) if the message is one
-        of ours and genuine, else None.
+    def _read(self, session: Any, frames: list[Any]) -> tuple[list[Any], dict[str, Any]] | None:
+        """(idents, message) if it is one of ours and genuine, else None.
 
         ``Session.deserialize`` would do, but it costs a keystroke ~0.25 ms on this
         thread (benchmarks/bench_echo_hops.py): it had to run twice (a header-only peek,
@@ -95,16 +92,8 @@ class ShellRoute:
         if msg_type not in COMM_TYPES:
             return None
         content = session.unpack(parts[4])
-        if not isinstance(content, dict):
+        if not isinstance(content, dict) or not self._ours(msg_type, content):
             return None
-        conn = None
-        if msg_type == "comm_open":
-            if content.get("target_name") != COMM_TARGET:
-                return None
-        else:
-            conn = self.service.connection(content.get("comm_id"))
-            if conn is None:
-                return None
         if session.auth is not None:
             session._add_digest(signature)  # as deserialize does: replay protection
         msg = {
@@ -116,14 +105,20 @@ class ShellRoute:
             "content": content,
             "buffers": [memoryview(frame) for frame in rest[5:]],
         }
-        # from older protocol versions, as deserialize does
-        return idents, adapt(msg), conn
+        return idents, adapt(msg)  # from older protocol versions, as deserialize does
 
-    def _handle(self, msg_type: str, idents: list[Any], msg: dict[str, Any], conn: Any) -> None:
+    def _ours(self, msg_type: str, content: dict[str, Any]) -> bool:
+        if msg_type == "comm_open":
+            return content.get("target_name") == COMM_TARGET
+        return self.service.connection(content.get("comm_id")) is not None
+
+    def _handle(self, msg_type: str, idents: list[Any], msg: dict[str, Any]) -> None:
         manager = self.kernel.comm_manager
         try:
             if msg_type == "comm_msg":
-                conn.receive(msg)
+                conn = self.service.connection(msg["content"].get("comm_id"))
+                if conn is not None:
+                    conn.receive(msg)
             elif msg_type == "comm_open":
                 manager.comm_open(None, idents, msg)
             else:
